@@ -1,0 +1,44 @@
+# Everyday targets. Each creates (or reuses) the virtual environment in $(VENV) first.
+#   make demo    build the tiny models, write the synthetic data, run the main job on it
+#   make test    run the default test suite (no network, no GPU, no slow tests)
+#   make lint    ruff check + format check
+#   make bench   run the benchmarks (JSON rows under benchmarks/results/)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.multimood-installed
+PYTEST_ARGS ?=
+DEMO_OUT ?= runs/demo
+
+.PHONY: venv demo test test-all lint format bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python demo.py --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# everything, including slow tests (GPU tests still skip without a device)
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -1,0 +1,1 @@
+"""Labels, prompt, answer parsing, media decoding, MESC/DFEW readers and synthetic data."""

@@ -1,0 +1,1 @@
+"""torchmetrics metrics for the four MESC tasks and DFEW."""

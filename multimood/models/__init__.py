@@ -1,0 +1,1 @@
+"""Vision tower, STC connector, BEATs, ConvCompressor, LLM wrapper and the fused model (plain nn.Modules)."""

@@ -1,0 +1,1 @@
+"""Rewards for RL: similarity (BGE-M3), trust judges, rationale verifier, their combination."""
