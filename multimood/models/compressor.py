@@ -1,0 +1,572 @@
+"""ConvCompressor: a Mamba backbone that turns a dialogue history into one LLM embedding per turn.
+
+Paper section 3.2 ("Conversation Compressor") and figure 3: every history turn U_i (role,
+utterance, emotion label, strategy label) is followed by a ``<MEM>`` token,
+``H' = U_1 <MEM> U_2 <MEM> ... U_T <MEM>``; Mamba reads H'; the hidden states at the ``<MEM>``
+positions go through a trainable memory projector P_H to the LLM width and replace the
+``<history>`` placeholder of the prompt (appendix A.1). Backbone: Mamba-370M (appendix B.2).
+
+The module has two halves:
+
+* text -> ids, which needs only a tokenizer and runs in DataLoader workers:
+  :func:`format_history_turn`, :func:`build_history_ids`, :class:`HistoryTokenizer`,
+  :func:`pad_history_batch`;
+* ids -> memory embeddings: :class:`MambaHistoryCompressor`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from multimood.constants import MEM_TOKEN
+from multimood.data.labels import UNDEFINED_STRATEGY
+
+# The paper's backbone (appendix B.2). The ``-hf`` repository holds the transformers layout and
+# the GPT-NeoX tokenizer the model was trained with.
+PAPER_BACKBONE = "state-spaces/mamba-370m-hf"
+
+# LoRA may only target linear layers that transformers' Mamba mixer *calls as modules* on every code
+# path. ``dt_proj.weight`` is read directly (``dt_proj.weight @ x``), so an adapter on it would be
+# silently bypassed; peft itself rejects ``out_proj`` and ``conv1d`` for Mamba (the fused CUDA kernel
+# reads their weights directly).
+DEFAULT_LORA_TARGETS = ("in_proj", "x_proj")
+_LORA_FORBIDDEN = {
+    "dt_proj": "the mixer reads dt_proj.weight directly, so a LoRA adapter on it would never be applied",
+    "out_proj": "peft rejects it for Mamba: the fused CUDA kernel reads out_proj.weight directly",
+    "conv1d": "peft rejects it for Mamba: the convolution weight is passed to the kernels directly",
+}
+# Kept in full precision under 4-bit loading: the mixer multiplies by ``dt_proj.weight`` itself,
+# which fails on bitsandbytes' packed 4-bit storage.
+_NOT_QUANTIZED = ["dt_proj"]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+ProjectorType = Literal["linear", "mlp2x_gelu"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Text -> ids (tokenizer only; safe in DataLoader workers)
+# --------------------------------------------------------------------------------------------------
+
+
+def format_history_turn(
+    speaker: str, utterance: str, emotion: str | None = None, strategy: str | None = None
+) -> str:
+    """One history turn U_i as text: role, labels, utterance (paper 3.2).
+
+    ``Client (sadness): I told you.`` / ``Therapist (neutral; Open question): Told me what?``.
+    ``strategy`` is left out when it is None, empty or ``undefined`` (MESC's value on client rows);
+    ``emotion`` when None or empty. The ``<MEM>`` marker is *not* part of the text: it is appended as
+    an id by :func:`build_history_ids`, so that no utterance can forge or split it.
+    """
+    speaker = speaker.strip()
+    if not speaker:
+        raise ValueError(f"a history turn needs a non-empty speaker, got {speaker!r}")
+    labels = []
+    if emotion is not None and emotion.strip():
+        labels.append(emotion.strip())
+    if strategy is not None and strategy.strip() and strategy.strip().lower() != UNDEFINED_STRATEGY:
+        labels.append(strategy.strip())
+    head = f"{speaker} ({'; '.join(labels)})" if labels else speaker
+    return f"{head}: {utterance.strip()}"
+
+
+@dataclass(frozen=True)
+class HistoryIds:
+    """Backbone input ids for one history, ``U_1 <MEM> ... U_k <MEM>`` for the newest k turns.
+
+    ``num_turns``: turns given; ``num_kept``: turns that fit in the token budget (the newest ones).
+    ``input_ids`` holds exactly ``num_kept`` ``<MEM>`` ids, each the last id of its turn.
+    """
+
+    input_ids: list[int]
+    num_turns: int
+    num_kept: int
+
+    @property
+    def num_dropped(self) -> int:
+        return self.num_turns - self.num_kept
+
+
+def build_history_ids(turn_ids: Sequence[Sequence[int]], mem_token_id: int, max_tokens: int) -> HistoryIds:
+    """Join tokenised turns (oldest first) as ``U_1 <MEM> U_2 <MEM> ...`` within ``max_tokens`` ids.
+
+    When the whole history does not fit, whole turns are dropped from the oldest end: a turn is
+    never cut, so every kept turn keeps its ``<MEM>`` and the kept turns are the most recent,
+    contiguous ones. If the newest turn alone (with its ``<MEM>``) exceeds the budget, nothing is
+    kept (``num_kept == 0``); callers count that case through the returned numbers.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    kept: list[Sequence[int]] = []
+    used = 0
+    for ids in reversed(turn_ids):
+        if mem_token_id in ids:
+            raise ValueError(f"a turn's ids already contain the <MEM> id {mem_token_id}: {list(ids)[:20]}")
+        cost = len(ids) + 1  # the turn and its <MEM>
+        if used + cost > max_tokens:
+            break
+        kept.append(ids)
+        used += cost
+    out: list[int] = []
+    for ids in reversed(kept):
+        out.extend(int(i) for i in ids)
+        out.append(mem_token_id)
+    return HistoryIds(input_ids=out, num_turns=len(turn_ids), num_kept=len(kept))
+
+
+def pad_history_batch(
+    sequences: Sequence[Sequence[int]], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into ``(input_ids (B, L), attention_mask (B, L))``.
+
+    Right padding is what keeps Mamba exact: the model is causal, so ids placed *after* a sample's
+    last ``<MEM>`` cannot change any hidden state at or before it, on every code path (torch
+    fallback, mambapy, fused CUDA kernels). See :class:`MambaHistoryCompressor` for why left
+    padding is not safe. A batch of empty histories gives ``L == 0``.
+    """
+    length = max((len(s) for s in sequences), default=0)
+    input_ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
+        attention_mask[row, : len(seq)] = 1
+    return input_ids, attention_mask
+
+
+class HistoryTokenizer:
+    """Turns formatted history turns into backbone ids with ``<MEM>`` after each; needs no model.
+
+    Args:
+        tokenizer: name of the tokenizer that feeds Mamba (hub id, local folder or ``tiny:...``;
+            resolved with :func:`multimood.hub.resolve`). The paper's backbone uses its own
+            GPT-NeoX tokenizer, shipped in ``state-spaces/mamba-370m-hf``.
+        max_tokens: budget for ``U_1 <MEM> ... U_k <MEM>`` including the ``<MEM>`` ids; the oldest
+            whole turns are dropped beyond it (:func:`build_history_ids`).
+
+    ``<MEM>`` is registered as a special token of the tokenizer (when it is not one already) only
+    to give it an id that no text produces and a readable ``decode``; utterances are tokenised with
+    ``split_special_tokens=True``, so text such as ``"<MEM>"`` or ``"<|endoftext|>"`` inside an
+    utterance stays plain text. The id may lie past the backbone's embedding table: the compressor
+    never looks it up (it substitutes its own learned ``<MEM>`` vector).
+    """
+
+    def __init__(self, tokenizer: str = PAPER_BACKBONE, max_tokens: int = 4096) -> None:
+        from transformers import AddedToken, AutoTokenizer
+
+        from multimood.hub import resolve
+
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        self.name = tokenizer
+        self.max_tokens = max_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve(tokenizer))
+        if MEM_TOKEN not in self.tokenizer.get_vocab():
+            self.tokenizer.add_tokens(
+                [AddedToken(MEM_TOKEN, special=True, normalized=False)], special_tokens=True
+            )
+        self.mem_token_id = int(self.tokenizer.convert_tokens_to_ids(MEM_TOKEN))
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError(f"tokenizer {tokenizer!r} has neither a pad nor an eos token to pad with")
+        if pad == self.mem_token_id:
+            raise ValueError(f"tokenizer {tokenizer!r}: the pad id equals the <MEM> id {pad}")
+        self.pad_token_id = int(pad)
+
+    def tokenize_turns(self, turns: Sequence[str]) -> list[list[int]]:
+        """Ids of each turn text on its own (no special tokens added, none recognised in the text)."""
+        if not turns:
+            return []
+        encoded = self.tokenizer(list(turns), add_special_tokens=False, split_special_tokens=True)
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def __call__(self, turns: Sequence[str]) -> HistoryIds:
+        """``U_1 <MEM> ... U_k <MEM>`` ids for formatted turns, oldest first (see :func:`format_history_turn`)."""
+        return build_history_ids(self.tokenize_turns(turns), self.mem_token_id, self.max_tokens)
+
+    def collate(self, histories: Sequence[HistoryIds]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ``(input_ids, attention_mask)`` for :meth:`MambaHistoryCompressor.forward`."""
+        return pad_history_batch([h.input_ids for h in histories], self.pad_token_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# Backbone configuration
+# --------------------------------------------------------------------------------------------------
+
+
+def paper_backbone_config(**overrides: Any):
+    """The ``MambaConfig`` of ``state-spaces/mamba-370m-hf``, built without downloading anything.
+
+    Numbers from that checkpoint's config.json (checked against the hub copy): hidden 1024, 48
+    layers, SSM state 16, expand 2 (inner width 2048), conv kernel 4, dt rank ceil(1024/16) = 64,
+    GPT-NeoX vocabulary padded to 50,280 rows, RMSNorm, residual in fp32, no linear biases, conv
+    bias; bos = eos = pad = 0 (``<|endoftext|>``).
+    """
+    from transformers import MambaConfig
+
+    values: dict[str, Any] = {
+        "vocab_size": 50280,
+        "hidden_size": 1024,
+        "num_hidden_layers": 48,
+        "state_size": 16,
+        "expand": 2,
+        "conv_kernel": 4,
+        "time_step_rank": math.ceil(1024 / 16),
+        "use_bias": False,
+        "use_conv_bias": True,
+        "residual_in_fp32": True,
+        "layer_norm_epsilon": 1e-5,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "pad_token_id": 0,
+    }
+    values.update(overrides)
+    return MambaConfig(**values)
+
+
+def mamba_kernels_available() -> bool:
+    """True when the CUDA kernels (``mamba_ssm`` + ``causal_conv1d``) can run: a GPU and both packages."""
+    return (
+        torch.cuda.is_available()
+        and importlib.util.find_spec("mamba_ssm") is not None
+        and importlib.util.find_spec("causal_conv1d") is not None
+    )
+
+
+def _resolve_use_mambapy(use_mambapy: bool | None) -> bool:
+    # Without the CUDA kernels transformers falls back to a sequential scan (one backward at
+    # L=512 took ~55 s on CPU); mambapy's parallel scan gives the same outputs ~50x faster.
+    wanted = (not mamba_kernels_available()) if use_mambapy is None else use_mambapy
+    if wanted and importlib.util.find_spec("mambapy") is None:
+        raise ImportError(
+            "use_mambapy is on (explicitly, or because the mamba_ssm/causal_conv1d CUDA kernels are "
+            "unavailable) but the 'mambapy' package is not installed; install mambapy, or pass "
+            "use_mambapy=False to accept transformers' much slower sequential scan"
+        )
+    return wanted
+
+
+def _make_projector(kind: str, in_features: int, out_features: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_features, out_features)
+    if kind == "mlp2x_gelu":
+        return nn.Sequential(
+            nn.Linear(in_features, out_features), nn.GELU(), nn.Linear(out_features, out_features)
+        )
+    raise ValueError(f"unknown projector {kind!r}; expected 'linear' or 'mlp2x_gelu'")
+
+
+def _count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+# --------------------------------------------------------------------------------------------------
+# The compressor
+# --------------------------------------------------------------------------------------------------
+
+
+class MambaHistoryCompressor(nn.Module):
+    """ConvCompressor (paper 3.2, fig. 3): Mamba over ``U_1<MEM>...U_T<MEM>``, ``<MEM>`` states -> P_H.
+
+    **Which tokenizer feeds Mamba.** Mamba's own (GPT-NeoX for ``state-spaces/mamba-370m-hf``). The
+    authors' code tokenised the history with the LLM's Qwen2 tokenizer and fed those ids to Mamba's
+    embedding table (resized to Qwen2's ~151k rows): ids below 50,280 then index rows pretrained for
+    unrelated GPT-NeoX tokens, and the larger part of the vocabulary, ids >= 50,280, indexes new
+    untrained rows (out of range for the unresized checkpoint). The paper's intent is a pretrained
+    Mamba reading the history text, which only its own tokenizer gives. ``tokenizer`` defaults to
+    the backbone name so both always come from the same place.
+
+    **How ``<MEM>`` is represented.** The ids carry a reserved ``<MEM>`` id (see
+    :class:`HistoryTokenizer`), but the backbone never looks it up: the compressor embeds the other
+    ids with the backbone's table and substitutes one dedicated learned vector (``mem_embedding``,
+    initialised to the mean of the table's rows) at ``<MEM>`` positions, then runs the backbone on
+    ``inputs_embeds``. Resizing the embedding table instead would, with the paper's 4-bit + LoRA
+    setting, leave the new row frozen (the table is not trained under LoRA) unless the whole 51M-
+    parameter table were trained and saved; the separate vector trains in every setting (full,
+    LoRA, frozen backbone) and costs ``hidden_size`` parameters.
+
+    **Padding.** Use right padding (:func:`pad_history_batch`). transformers' ``MambaModel`` has
+    no attention: its ``attention_mask`` only multiplies the hidden states by the mask before
+    ``in_proj`` and again before the SSM (``apply_mask_to_padding_states``). On the torch path that
+    happens to make left padding exact too (zeroed inputs leave the state at zero), but the fused
+    CUDA training kernel applies only the first multiplication, so the conv bias of left pads leaks
+    into the state. Right pads come after every ``<MEM>`` of their row, and a causal model cannot
+    let later positions change earlier states, on any path. The mask is still passed along and
+    also decides which ``<MEM>`` ids count.
+
+    **Output.** ``forward`` returns one embedding per kept turn, ``(B, T_max, llm_hidden_size)``,
+    left-aligned, with a ``(B, T_max)`` mask; a sample without turns has an all-False row.
+
+    Args:
+        backbone: Mamba checkpoint (hub id, local folder, or ``tiny:mamba`` in tests), loaded with
+            ``MambaModel.from_pretrained``; the paper's is ``state-spaces/mamba-370m-hf``.
+        llm_hidden_size: width of the LLM's input embeddings, the output width of P_H (3584 for the
+            Qwen2-7B of VideoLLaMA2).
+        tokenizer: tokenizer feeding Mamba; ``None`` means the backbone's own (recommended).
+        projector: memory projector P_H. ``linear`` (default) is what the authors' released code
+            uses (one ``nn.Linear``; the paper only says "trainable memory projector");
+            ``mlp2x_gelu`` is Linear-GELU-Linear.
+        freeze_backbone: freeze the backbone, including LoRA adapters when present (stage C/D, or a
+            projector-only stage A).
+        freeze_projector: freeze P_H and the learned ``<MEM>`` vector.
+        lora_r: LoRA rank on the backbone; 0 disables LoRA. Paper B.2: 64.
+        lora_alpha: LoRA alpha. Paper B.2: 128.
+        lora_dropout: LoRA dropout (not given in the paper).
+        lora_target_modules: mixer linear layers that get adapters; ``None`` means ``in_proj`` and
+            ``x_proj``, the ones the mixer calls as modules on every path (``dt_proj``,
+            ``out_proj``, ``conv1d`` are refused, see ``_LORA_FORBIDDEN``).
+        load_in_4bit: load the backbone's linear layers in NF4 with double quantisation
+            (bitsandbytes; paper B.2); ``dt_proj`` stays in full precision. Needs LoRA or
+            ``freeze_backbone``: 4-bit weights cannot be trained directly.
+        dtype: dtype of the backbone weights (and 4-bit compute dtype): ``float32``, ``bfloat16``
+            or ``float16``. P_H and the ``<MEM>`` vector stay float32; precision plugins autocast.
+        use_mambapy: use mambapy's parallel scan when the CUDA kernels are absent; ``None`` (auto)
+            turns it on exactly when the ``mamba_ssm``/``causal_conv1d`` kernels are unavailable.
+        gradient_checkpointing: recompute each Mamba block in backward (non-reentrant).
+        max_tokens: token budget of one history, ``<MEM>`` ids included (used by
+            :attr:`history_tokenizer`); oldest whole turns are dropped beyond it.
+    """
+
+    def __init__(
+        self,
+        backbone: str = PAPER_BACKBONE,
+        llm_hidden_size: int = 3584,
+        tokenizer: str | None = None,
+        projector: ProjectorType = "linear",
+        freeze_backbone: bool = False,
+        freeze_projector: bool = False,
+        lora_r: int = 0,
+        lora_alpha: int = 128,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | None = None,
+        load_in_4bit: bool = False,
+        dtype: str = "float32",
+        use_mambapy: bool | None = None,
+        gradient_checkpointing: bool = False,
+        max_tokens: int = 4096,
+    ) -> None:
+        super().__init__()
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0 (0 disables LoRA), got {lora_r}")
+        if load_in_4bit and lora_r == 0 and not freeze_backbone:
+            raise ValueError(
+                "load_in_4bit=True needs lora_r > 0 or freeze_backbone=True: 4-bit weights cannot be trained"
+            )
+        targets = list(DEFAULT_LORA_TARGETS if lora_target_modules is None else lora_target_modules)
+        if lora_r > 0:
+            bad = {t: _LORA_FORBIDDEN[t] for t in targets if t in _LORA_FORBIDDEN}
+            if bad:
+                raise ValueError(f"lora_target_modules {sorted(bad)} cannot take LoRA on Mamba: {bad}")
+            if not targets:
+                raise ValueError("lora_target_modules is empty while lora_r > 0")
+
+        self.history_tokenizer = HistoryTokenizer(tokenizer or backbone, max_tokens=max_tokens)
+        model = self._load_backbone(
+            backbone, dtype=_DTYPES[dtype], load_in_4bit=load_in_4bit, use_mambapy=use_mambapy
+        )
+        self._assemble(
+            model,
+            llm_hidden_size=llm_hidden_size,
+            projector=projector,
+            mem_token_id=self.history_tokenizer.mem_token_id,
+        )
+        if lora_r > 0:
+            self._add_lora(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, targets=targets)
+        if gradient_checkpointing:
+            base = self.base_backbone
+            # transformers >= 5.2x renamed gradient checkpointing to activation checkpointing.
+            if hasattr(base, "activation_checkpointing_enable"):
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self._freeze(freeze_backbone=freeze_backbone, freeze_projector=freeze_projector)
+
+    # ---- construction --------------------------------------------------------------------------
+
+    @staticmethod
+    def _load_backbone(name: str, dtype: torch.dtype, load_in_4bit: bool, use_mambapy: bool | None):
+        from transformers import MambaModel
+
+        from multimood.hub import resolve
+
+        kwargs: dict[str, Any] = {"dtype": dtype, "use_mambapy": _resolve_use_mambapy(use_mambapy)}
+        if load_in_4bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype,
+                llm_int8_skip_modules=list(_NOT_QUANTIZED),
+            )
+        # A state-spaces/mamba-*-hf checkpoint is a MambaForCausalLM; MambaModel loads its
+        # ``backbone.*`` weights and leaves the LM head out.
+        return MambaModel.from_pretrained(resolve(name), **kwargs)
+
+    def _assemble(self, model: nn.Module, llm_hidden_size: int, projector: str, mem_token_id: int) -> None:
+        """Attach the backbone, the learned ``<MEM>`` vector and P_H (shared by __init__ and meta builds)."""
+        if llm_hidden_size < 1:
+            raise ValueError(f"llm_hidden_size must be >= 1, got {llm_hidden_size}")
+        self.backbone: nn.Module = model
+        self.mem_token_id = mem_token_id
+        hidden = model.config.hidden_size
+        table = model.get_input_embeddings().weight
+        device = table.device
+        # New-token embeddings start at the mean of the pretrained rows: a point the backbone has
+        # seen inputs around, rather than a random direction of arbitrary scale.
+        init = torch.zeros(hidden) if device.type == "meta" else table.detach().float().mean(dim=0)
+        self.mem_embedding = nn.Parameter(init.to(device))
+        self.projector = _make_projector(projector, hidden, llm_hidden_size).to(device)
+        self.llm_hidden_size = llm_hidden_size
+        # LoRA or 4-bit weights must not reach the fused CUDA training kernel (mamba_inner_fn),
+        # which reads x_proj/out_proj weights directly: it would skip adapters and misread 4-bit
+        # storage. See train().
+        self._avoid_fused_kernel = bool(getattr(model, "is_loaded_in_4bit", False))
+
+    def _add_lora(self, r: int, alpha: int, dropout: float, targets: list[str]) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+        with warnings.catch_warnings():
+            # peft 0.21 calls a transformers method that transformers 5.2x renamed; nothing for us to act on.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.backbone = get_peft_model(self.backbone, config)
+        self._avoid_fused_kernel = True
+
+    def _freeze(self, freeze_backbone: bool, freeze_projector: bool) -> None:
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+        if freeze_projector:
+            self.projector.requires_grad_(False)
+            self.mem_embedding.requires_grad_(False)
+
+    @property
+    def base_backbone(self) -> nn.Module:
+        """The ``MambaModel`` itself (under the peft wrapper when LoRA is on)."""
+        get_base = getattr(self.backbone, "get_base_model", None)
+        return get_base() if callable(get_base) else self.backbone
+
+    @property
+    def backbone_hidden_size(self) -> int:
+        return int(self.base_backbone.config.hidden_size)
+
+    @classmethod
+    def paper_config_on_meta(
+        cls, llm_hidden_size: int = 3584, projector: ProjectorType = "linear", lora_r: int = 0
+    ) -> MambaHistoryCompressor:
+        """The paper's compressor (Mamba-370M + P_H) on the ``meta`` device: shapes, no weights, no download.
+
+        For parameter counts and memory planning (:meth:`parameter_counts`). ``lora_r > 0`` adds the
+        paper's adapters (alpha 2r) on the default targets. Not runnable; no tokenizer is attached.
+        """
+        from transformers import MambaModel
+
+        obj = cls.__new__(cls)
+        nn.Module.__init__(obj)
+        obj.history_tokenizer = None
+        with torch.device("meta"):
+            model = MambaModel(paper_backbone_config())
+        # <MEM> would be the first token added to GPT-NeoX's 50,277-token vocabulary.
+        obj._assemble(model, llm_hidden_size=llm_hidden_size, projector=projector, mem_token_id=50277)
+        if lora_r > 0:
+            obj._add_lora(r=lora_r, alpha=2 * lora_r, dropout=0.0, targets=list(DEFAULT_LORA_TARGETS))
+        return obj
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts: ``backbone`` (pretrained weights; a 4-bit weight counts as its logical
+        size), ``lora``, ``projector``, ``mem_embedding``, ``trainable`` and ``total``."""
+        lora = _count(p for n, p in self.backbone.named_parameters() if "lora_" in n)
+        backbone = 0
+        for name, p in self.backbone.named_parameters():
+            if "lora_" in name:
+                continue
+            shape = getattr(getattr(p, "quant_state", None), "shape", None)
+            backbone += math.prod(shape) if shape is not None else p.numel()
+        projector = _count(self.projector.parameters())
+        counts = {
+            "backbone": backbone,
+            "lora": lora,
+            "projector": projector,
+            "mem_embedding": self.mem_embedding.numel(),
+            "trainable": _count(p for p in self.parameters() if p.requires_grad),
+        }
+        counts["total"] = backbone + lora + projector + counts["mem_embedding"]
+        return counts
+
+    # ---- running -------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> MambaHistoryCompressor:
+        super().train(mode)
+        if mode and self._avoid_fused_kernel:
+            # The mixer takes the fused kernel only when ``self.training`` and no cache; its other
+            # path (still CUDA kernels for conv and scan, when installed) calls x_proj/out_proj as
+            # modules. Only the mixers' own flag changes: LoRA dropout inside them stays in train mode.
+            from transformers.models.mamba.modeling_mamba import MambaMixer
+
+            for module in self.base_backbone.modules():
+                if isinstance(module, MambaMixer):
+                    module.training = False
+        return self
+
+    def tokenize(self, turns: Sequence[str]) -> HistoryIds:
+        """``U_1<MEM>...U_k<MEM>`` ids for formatted turns (oldest first), within ``max_tokens``."""
+        if self.history_tokenizer is None:
+            raise RuntimeError("this compressor was built without a tokenizer (meta-device build)")
+        return self.history_tokenizer(turns)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory embeddings E'_H, one per ``<MEM>`` (= per kept turn), in turn order.
+
+        input_ids, attention_mask: (B, L), right-padded (:func:`pad_history_batch`).
+        Returns ``memory`` (B, T_max, llm_hidden_size), zero at padded slots, and ``memory_mask``
+        (B, T_max) bool, True for real turns; T_max is the largest number of ``<MEM>`` in a row.
+        """
+        if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape:
+            raise ValueError(
+                f"input_ids and attention_mask must both be (B, L), got {tuple(input_ids.shape)} "
+                f"and {tuple(attention_mask.shape)}"
+            )
+        valid = attention_mask.bool()
+        if valid.shape[1] and (valid[:, 1:] & ~valid[:, :-1]).any():
+            raise ValueError(
+                "attention_mask must be right-padded (1s then 0s in every row); see pad_history_batch"
+            )
+        batch = input_ids.shape[0]
+        mem_mask = (input_ids == self.mem_token_id) & valid  # (B, L)
+        counts = mem_mask.sum(dim=1)  # (B,)
+        t_max = int(counts.max()) if batch else 0
+        memory_mask = torch.arange(t_max, device=input_ids.device)[None, :] < counts[:, None]  # (B, T_max)
+        proj_weight = next(self.projector.parameters())
+        memory = proj_weight.new_zeros(batch, t_max, self.llm_hidden_size)
+        if t_max == 0:  # no turn anywhere in the batch: nothing to run
+            return memory, memory_mask
+
+        base = self.base_backbone
+        embed = base.get_input_embeddings()
+        # <MEM> and pad positions are looked up as id 0 (always in range) and then replaced or ignored.
+        safe_ids = input_ids.masked_fill(mem_mask | ~valid, 0)
+        embeds = embed(safe_ids)  # (B, L, H)
+        embeds = torch.where(mem_mask[..., None], self.mem_embedding.to(embeds.dtype), embeds)
+        hidden = self.backbone(
+            inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state  # (B, L, H)
+        # hidden[mem_mask] lists each row's <MEM> states in order, rows one after another: exactly
+        # the order in which memory[memory_mask] fills each row's first counts[b] slots.
+        states = hidden[mem_mask].to(proj_weight.dtype)  # (sum counts, H)
+        memory[memory_mask] = self.projector(states)
+        return memory, memory_mask
