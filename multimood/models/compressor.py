@@ -308,10 +308,11 @@ class MambaHistoryCompressor(nn.Module):
     left-aligned, with a ``(B, T_max)`` mask; a sample without turns has an all-False row.
 
     Args:
+        llm_hidden_size: width of the LLM's input embeddings, the output width of P_H (3584 for the
+            Qwen2-7B of VideoLLaMA2). First, so that a factory (``functools.partial`` or a YAML
+            ``class_path`` without it) can be completed with the LLM width by the fused model.
         backbone: Mamba checkpoint (hub id, local folder, or ``tiny:mamba`` in tests), loaded with
             ``MambaModel.from_pretrained``; the paper's is ``state-spaces/mamba-370m-hf``.
-        llm_hidden_size: width of the LLM's input embeddings, the output width of P_H (3584 for the
-            Qwen2-7B of VideoLLaMA2).
         tokenizer: tokenizer feeding Mamba; ``None`` means the backbone's own (recommended).
         projector: memory projector P_H. ``linear`` (default) is what the authors' released code
             uses (one ``nn.Linear``; the paper only says "trainable memory projector");
@@ -339,8 +340,8 @@ class MambaHistoryCompressor(nn.Module):
 
     def __init__(
         self,
-        backbone: str = PAPER_BACKBONE,
         llm_hidden_size: int = 3584,
+        backbone: str = PAPER_BACKBONE,
         tokenizer: str | None = None,
         projector: ProjectorType = "linear",
         freeze_backbone: bool = False,

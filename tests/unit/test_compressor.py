@@ -39,7 +39,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def compressor() -> MambaHistoryCompressor:
     torch.manual_seed(0)
-    return MambaHistoryCompressor("tiny:mamba", llm_hidden_size=LLM_HIDDEN).eval()
+    return MambaHistoryCompressor(backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN).eval()
 
 
 def _batch(compressor: MambaHistoryCompressor, histories: list[list[str]]):
@@ -205,7 +205,9 @@ def _has_grad(p: torch.nn.Parameter) -> bool:
 
 
 def test_frozen_backbone_gets_no_gradients_while_projector_and_mem_do() -> None:
-    model = MambaHistoryCompressor("tiny:mamba", llm_hidden_size=LLM_HIDDEN, freeze_backbone=True).train()
+    model = MambaHistoryCompressor(
+        backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, freeze_backbone=True
+    ).train()
     _backward(model)
     assert all(p.grad is None for p in model.backbone.parameters())
     assert all(_has_grad(p) for p in model.projector.parameters())
@@ -215,7 +217,9 @@ def test_frozen_backbone_gets_no_gradients_while_projector_and_mem_do() -> None:
 
 
 def test_full_training_reaches_the_backbone_and_freeze_projector_stops_p_h() -> None:
-    model = MambaHistoryCompressor("tiny:mamba", llm_hidden_size=LLM_HIDDEN, freeze_projector=True).train()
+    model = MambaHistoryCompressor(
+        backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, freeze_projector=True
+    ).train()
     _backward(model)
     mixer = model.base_backbone.layers[0].mixer
     assert _has_grad(mixer.in_proj.weight) and _has_grad(mixer.dt_proj.weight)
@@ -224,7 +228,7 @@ def test_full_training_reaches_the_backbone_and_freeze_projector_stops_p_h() -> 
 
 def test_lora_trains_adapters_only_and_keeps_mixers_off_the_fused_kernel() -> None:
     model = MambaHistoryCompressor(
-        "tiny:mamba", llm_hidden_size=LLM_HIDDEN, lora_r=4, lora_alpha=8, lora_dropout=0.1
+        backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, lora_r=4, lora_alpha=8, lora_dropout=0.1
     ).train()
     _backward(model)
     mixer = model.base_backbone.layers[0].mixer
@@ -244,7 +248,7 @@ def test_4bit_nf4_with_lora_trains_on_cpu_and_base_stays_4bit() -> None:
     from bitsandbytes.nn import Params4bit
 
     model = MambaHistoryCompressor(
-        "tiny:mamba", llm_hidden_size=LLM_HIDDEN, load_in_4bit=True, lora_r=4, lora_alpha=8
+        backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, load_in_4bit=True, lora_r=4, lora_alpha=8
     ).train()
     mixer = model.base_backbone.layers[0].mixer
     lora_b = mixer.in_proj.lora_B["default"].weight
@@ -260,21 +264,23 @@ def test_4bit_nf4_with_lora_trains_on_cpu_and_base_stays_4bit() -> None:
     assert mixer.dt_proj.weight.dtype == torch.float32  # read directly by the mixer: kept unquantised
     assert (
         model.parameter_counts()["backbone"]
-        == MambaHistoryCompressor("tiny:mamba", llm_hidden_size=LLM_HIDDEN).parameter_counts()["backbone"]
+        == MambaHistoryCompressor(backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN).parameter_counts()[
+            "backbone"
+        ]
     )
 
 
 def test_bad_training_setups_are_refused() -> None:
     with pytest.raises(ValueError, match="4-bit"):
-        MambaHistoryCompressor("tiny:mamba", llm_hidden_size=LLM_HIDDEN, load_in_4bit=True)
+        MambaHistoryCompressor(backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, load_in_4bit=True)
     with pytest.raises(ValueError, match="dt_proj"):
         MambaHistoryCompressor(
             "tiny:mamba", llm_hidden_size=LLM_HIDDEN, lora_r=4, lora_target_modules=["dt_proj"]
         )
     with pytest.raises(ValueError, match="dtype"):
-        MambaHistoryCompressor("tiny:mamba", llm_hidden_size=LLM_HIDDEN, dtype="fp8")
+        MambaHistoryCompressor(backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, dtype="fp8")
     with pytest.raises(ValueError, match="projector"):
-        MambaHistoryCompressor("tiny:mamba", llm_hidden_size=LLM_HIDDEN, projector="conv")
+        MambaHistoryCompressor(backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, projector="conv")
 
 
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
