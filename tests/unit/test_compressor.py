@@ -275,7 +275,7 @@ def test_bad_training_setups_are_refused() -> None:
         MambaHistoryCompressor(backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, load_in_4bit=True)
     with pytest.raises(ValueError, match="dt_proj"):
         MambaHistoryCompressor(
-            "tiny:mamba", llm_hidden_size=LLM_HIDDEN, lora_r=4, lora_target_modules=["dt_proj"]
+            backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, lora_r=4, lora_target_modules=["dt_proj"]
         )
     with pytest.raises(ValueError, match="dtype"):
         MambaHistoryCompressor(backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, dtype="fp8")
@@ -288,7 +288,7 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     for checkpointing in (False, True):
         torch.manual_seed(0)
         model = MambaHistoryCompressor(
-            "tiny:mamba", llm_hidden_size=LLM_HIDDEN, gradient_checkpointing=checkpointing
+            backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, gradient_checkpointing=checkpointing
         ).train()
         assert model.base_backbone.gradient_checkpointing is checkpointing
         _backward(model)
@@ -311,7 +311,7 @@ def test_cpu_uses_the_mambapy_scan_and_it_matches_the_sequential_scan(monkeypatc
     for use_mambapy in (None, False):  # None = auto: on, as no CUDA kernels are available here
         torch.manual_seed(0)
         model = MambaHistoryCompressor(
-            "tiny:mamba", llm_hidden_size=LLM_HIDDEN, use_mambapy=use_mambapy
+            backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, use_mambapy=use_mambapy
         ).eval()
         assert model.base_backbone.config.use_mambapy is (use_mambapy is None)
         calls.clear()
