@@ -26,7 +26,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -38,7 +38,6 @@ from multimood.data.mesc import read_mesc_csv
 
 DEFAULT_EPISODE_PATTERN = "S{season:02d}E{episode:02d}.mp4"
 SUMMARY_NAME = "cut_clips_summary.json"
-MISSING_EPISODE = "missing episode file"
 PART_SUFFIX = ".part"
 
 # x264 settings: visually lossless at a reasonable speed. The clips are inputs to a frozen vision
@@ -62,6 +61,17 @@ class ClipJob:
     line: int
 
 
+@dataclass(frozen=True)
+class ClipFailure:
+    """A clip that could not be cut: which, from where, and the error."""
+
+    clip: str
+    row: int
+    line: int
+    episode: str
+    error: str
+
+
 @dataclass
 class CutSummary:
     """What a ``cut-clips`` run did. ``failures`` lists decode errors clip by clip; clips of
@@ -75,7 +85,7 @@ class CutSummary:
     skipped: int = 0
     failed: int = 0
     missing_episodes: dict[str, int] = field(default_factory=dict)
-    failures: list[dict[str, object]] = field(default_factory=list)
+    failures: list[ClipFailure] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
@@ -89,7 +99,7 @@ class CutSummary:
         for episode, count in sorted(self.missing_episodes.items()):
             lines.append(f"  missing episode {episode}: {count} clips not cut")
         for failure in self.failures[:20]:
-            lines.append(f"  {failure['clip']} (CSV line {failure['line']}): {failure['error']}")
+            lines.append(f"  {failure.clip} (CSV line {failure.line}): {failure.error}")
         if len(self.failures) > 20:
             lines.append(f"  ... and {len(self.failures) - 20} more decode failures (see the JSON summary)")
         return "\n".join(lines)
@@ -263,7 +273,6 @@ def cut_clips(
     episode_pattern: str = DEFAULT_EPISODE_PATTERN,
     workers: int = 1,
     progress: bool = True,
-    on_progress: Callable[[int], None] | None = None,
 ) -> CutSummary:
     """Cut every clip of ``csv_path`` that is not already in ``out_dir``; return the summary.
 
@@ -298,11 +307,7 @@ def cut_clips(
             summary.written += 1
         else:
             job = by_name[name]
-            summary.failures.append(
-                {"clip": name, "row": job.row, "line": job.line, "episode": job.episode, "error": error}
-            )
-        if on_progress is not None:
-            on_progress(1)
+            summary.failures.append(ClipFailure(name, job.row, job.line, job.episode, error))
 
     with tqdm(total=len(todo), desc="cut-clips", unit="clip", disable=not progress) as bar:
         if workers == 1:
@@ -315,7 +320,7 @@ def cut_clips(
                 for future in as_completed(futures):
                     record(*future.result())
                     bar.update(1)
-    summary.failures.sort(key=lambda f: int(f["row"]))  # type: ignore[call-overload]
+    summary.failures.sort(key=lambda failure: failure.row)
     summary.failed = len(summary.failures) + sum(missing.values())
     summary.seconds = time.perf_counter() - started
     return summary
