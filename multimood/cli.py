@@ -16,6 +16,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "multimood.hub",
         "build (if needed) and print the local folder of tiny:/packaged: model names",
     ),
+    "cut-clips": (
+        "multimood.data.clips",
+        "cut one clip per MESC.csv row out of the episodes (resumable; PyAV, no system ffmpeg)",
+    ),
+    "mesc-report": (
+        "multimood.data.mesc",
+        "rebuild the MESC splits and samples from the annotations and print the counts",
+    ),
 }
 
 
