@@ -9,8 +9,8 @@ positions go through a trainable memory projector P_H to the LLM width and repla
 The module has two halves:
 
 * text -> ids, which needs only a tokenizer and runs in DataLoader workers:
-  :func:`format_history_turn`, :func:`build_history_ids`, :class:`HistoryTokenizer`,
-  :func:`pad_history_batch`;
+  :func:`build_history_ids`, :class:`HistoryTokenizer`, :func:`pad_history_batch` (the turn texts
+  come from :func:`multimood.data.mesc.format_history_turn`);
 * ids -> memory embeddings: :class:`MambaHistoryCompressor`.
 """
 
@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from multimood.constants import MEM_TOKEN
-from multimood.data.labels import UNDEFINED_STRATEGY
 
 # The paper's backbone (appendix B.2). The ``-hf`` repository holds the transformers layout and
 # the GPT-NeoX tokenizer the model was trained with.
@@ -55,28 +54,6 @@ ProjectorType = Literal["linear", "mlp2x_gelu"]
 # --------------------------------------------------------------------------------------------------
 # Text -> ids (tokenizer only; safe in DataLoader workers)
 # --------------------------------------------------------------------------------------------------
-
-
-def format_history_turn(
-    speaker: str, utterance: str, emotion: str | None = None, strategy: str | None = None
-) -> str:
-    """One history turn U_i as text: role, labels, utterance (paper 3.2).
-
-    ``Client (sadness): I told you.`` / ``Therapist (neutral; Open question): Told me what?``.
-    ``strategy`` is left out when it is None, empty or ``undefined`` (MESC's value on client rows);
-    ``emotion`` when None or empty. The ``<MEM>`` marker is *not* part of the text: it is appended as
-    an id by :func:`build_history_ids`, so that no utterance can forge or split it.
-    """
-    speaker = speaker.strip()
-    if not speaker:
-        raise ValueError(f"a history turn needs a non-empty speaker, got {speaker!r}")
-    labels = []
-    if emotion is not None and emotion.strip():
-        labels.append(emotion.strip())
-    if strategy is not None and strategy.strip() and strategy.strip().lower() != UNDEFINED_STRATEGY:
-        labels.append(strategy.strip())
-    head = f"{speaker} ({'; '.join(labels)})" if labels else speaker
-    return f"{head}: {utterance.strip()}"
 
 
 @dataclass(frozen=True)
@@ -191,7 +168,7 @@ class HistoryTokenizer:
         return [list(ids) for ids in encoded["input_ids"]]
 
     def __call__(self, turns: Sequence[str]) -> HistoryIds:
-        """``U_1 <MEM> ... U_k <MEM>`` ids for formatted turns, oldest first (see :func:`format_history_turn`)."""
+        """``U_1 <MEM> ... U_k <MEM>`` ids for formatted turns, oldest first (see :func:`multimood.data.mesc.format_history_turn`)."""
         return build_history_ids(self.tokenize_turns(turns), self.mem_token_id, self.max_tokens)
 
     def collate(self, histories: Sequence[HistoryIds]) -> tuple[torch.Tensor, torch.Tensor]:

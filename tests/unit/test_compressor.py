@@ -12,17 +12,17 @@ from multimood.models.compressor import (
     HistoryTokenizer,
     MambaHistoryCompressor,
     build_history_ids,
-    format_history_turn,
     pad_history_batch,
     paper_backbone_config,
 )
 
 LLM_HIDDEN = 24
+# Turns as multimood.data.mesc.format_history_turn writes them.
 TURNS = [
-    format_history_turn("Client", "I could not sleep again last night.", "sadness", "undefined"),
-    format_history_turn("Therapist", "What kept you awake?", "neutral", "Open question"),
-    format_history_turn("Client", "Work, mostly. And my sister.", "anger"),
-    format_history_turn("Therapist", "Tell me about your sister.", "neutral", "Restatement"),
+    "Client (emotion: sadness): I could not sleep again last night.",
+    "Therapist (emotion: neutral; strategy: Open question): What kept you awake?",
+    "Client (emotion: anger): Work, mostly. And my sister.",
+    "Therapist (emotion: neutral; strategy: Restatement): Tell me about your sister.",
 ]
 
 
@@ -48,20 +48,6 @@ def _batch(compressor: MambaHistoryCompressor, histories: list[list[str]]):
 
 
 # ---- text -> ids ---------------------------------------------------------------------------------
-
-
-def test_format_history_turn_has_role_labels_and_utterance() -> None:
-    assert (
-        format_history_turn("Client", " I told you. ", "sadness", "undefined")
-        == "Client (sadness): I told you."
-    )
-    assert (
-        format_history_turn("Therapist", "Told me what?", "neutral", "Open question")
-        == "Therapist (neutral; Open question): Told me what?"
-    )
-    assert format_history_turn("Client", "Hi.") == "Client: Hi."
-    with pytest.raises(ValueError, match="speaker"):
-        format_history_turn(" ", "Hi.")
 
 
 def test_build_history_ids_drops_whole_oldest_turns() -> None:
@@ -90,7 +76,7 @@ def test_build_history_ids_drops_whole_oldest_turns() -> None:
 def test_history_tokenizer_works_without_a_model_and_keeps_mem_unforgeable() -> None:
     tok = HistoryTokenizer("tiny:mamba", max_tokens=4096)
     tok = pickle.loads(pickle.dumps(tok))  # DataLoader workers receive it pickled
-    forged = [*TURNS, format_history_turn("Client", f"I typed {MEM_TOKEN} here <|endoftext|>", "joy")]
+    forged = [*TURNS, f"Client (emotion: joy): I typed {MEM_TOKEN} here <|endoftext|>"]
     history = tok(forged)
     ids = history.input_ids
     assert history.num_kept == len(forged)
