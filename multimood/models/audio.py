@@ -1,0 +1,56 @@
+"""The audio tower of the fused model: BEATs from an official checkpoint, frozen by default."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from multimood.hub import resolve
+from multimood.models.beats import BEATsEncoder
+
+
+class AudioTower(nn.Module):
+    """BEATs features for BEATs fbanks computed by the data pipeline (paper eq. 4, E_A).
+
+    Args:
+        checkpoint: An official BEATs checkpoint (``.pt`` file, or a folder holding one; the paper
+            uses ``BEATs_iter3_plus_AS2M``), or ``tiny:beats``. A fine-tuned checkpoint's AudioSet
+            head is checked and dropped: only features are used.
+        freeze: Keep the weights fixed (paper: both encoders frozen). A frozen tower also stays in
+            eval mode when its parent trains, because released BEATs configs carry layer drop.
+        padding_rule: How padded fbank frames mask tokens: ``exact`` (a token is padding if any of
+            its frames is) or ``official`` (the reference implementation's chunking).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str,
+        freeze: bool = True,
+        padding_rule: Literal["exact", "official"] = "exact",
+    ) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.freeze = freeze
+        self.encoder = BEATsEncoder.from_checkpoint(resolve(checkpoint), padding_rule=padding_rule, drop_predictor=True)
+        if freeze:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    @property
+    def output_dim(self) -> int:
+        return self.encoder.output_dim
+
+    def train(self, mode: bool = True) -> AudioTower:
+        super().train(mode)
+        if self.freeze:
+            self.encoder.eval()
+        return self
+
+    def forward(
+        self, fbank: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """fbank (B, F, 128), padding (B, F) True=pad -> features (B, N, D), padding (B, N)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            return self.encoder.forward_fbank(fbank, padding_mask)
