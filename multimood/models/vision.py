@@ -18,9 +18,9 @@ residual-stream output *before* any final norm (SigLIP's ``post_layernorm`` / ti
 - transformers (``SiglipVisionModel``, ``CLIPVisionModel``, ...): ``hidden_states[select_layer]``;
   CLIP's class token is dropped.
 
-Blocks after the selected one and the pooling/projection heads never contribute to the output, so
-they are removed at load time (less memory, and no parameters without gradients when unfrozen).
-The open_clip text tower is discarded as well.
+Blocks after the selected one, the final norm and the pooling/projection heads never contribute to
+the output, so they are removed at load time (less memory, and no parameters left without
+gradients when the tower is unfrozen). The open_clip text tower is discarded as well.
 """
 
 from __future__ import annotations
@@ -91,6 +91,12 @@ class VisionTower(nn.Module):
         pretrained: Only for built-in open_clip names (e.g. ``ViT-B-16-SigLIP``): an open_clip
             pretrained tag (``webli``) or a checkpoint file. Hub ids and folders carry their own
             weights and must leave it unset.
+
+    Attributes set at load time, for configuring the data pipeline and the connector:
+    ``hidden_size`` (C), ``image_size`` and ``patch_grid`` as (height, width), ``num_patches``,
+    ``image_mean`` / ``image_std`` (RGB, for pixels scaled to [0, 1]), ``interpolation`` (resize
+    filter name), ``num_blocks`` (blocks in the full encoder) and ``block_index`` (0-based index of
+    the block whose output is returned).
     """
 
     def __init__(
@@ -197,7 +203,7 @@ class VisionTower(nn.Module):
 
     @staticmethod
     def _register_tiny_trunk(folder: Path) -> None:
-        """Make the tiny test ViT a folder names known to timm (open_clip builds trunks by name)."""
+        """Register with timm the tiny test ViT a folder's config names (open_clip builds trunks by name)."""
         config_path = folder / "open_clip_config.json"
         if not config_path.is_file():
             raise FileNotFoundError(f"{folder} is not an open_clip folder: {config_path.name} is missing")
@@ -249,8 +255,14 @@ class VisionTower(nn.Module):
         num_blocks = len(blocks)
         self.block_index = _block_index(self.select_layer, num_blocks, model_name)
         # Truncated so that hidden_states[-1] is the selected block's output (pre post-layernorm).
-        parent = model.get_submodule(path.rsplit(".", 1)[0]) if "." in path else model
-        parent.layers = blocks[: self.block_index + 1]
+        encoder = model.get_submodule(path.rsplit(".", 1)[0])
+        encoder.layers = blocks[: self.block_index + 1]
+        # The final norm and pooling head beside the encoder (SigLIP: post_layernorm, head; CLIP:
+        # post_layernorm) only feed outputs we discard: make them no-ops.
+        tower = model.get_submodule(path.rsplit(".", 2)[0]) if path.count(".") >= 2 else model
+        for unused in ("post_layernorm", "head"):
+            if isinstance(getattr(tower, unused, None), nn.Module):
+                setattr(tower, unused, nn.Identity())
 
         self.model = model
         self.num_blocks = num_blocks

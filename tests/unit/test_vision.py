@@ -233,6 +233,11 @@ def test_transformers_siglip_vision_model_by_path(tmp_path: Path) -> None:
     expected = reference(pixel_values=x.flatten(0, 1), output_hidden_states=True).hidden_states[-2]
     torch.testing.assert_close(tower(x), expected.reshape(2, 2, 16, 32), rtol=1e-5, atol=1e-5)
     assert all(not p.requires_grad for p in tower.parameters()) and not tower.model.training
+    names = [n for n, _ in tower.named_parameters()]
+    assert not any(n.startswith(("encoder.layers.2.", "post_layernorm", "head")) for n in names)
+    unfrozen = VisionTower(str(folder), backend="transformers", freeze=False)
+    unfrozen(x).pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in unfrozen.parameters())
 
 
 def test_transformers_dual_encoder_checkpoint_uses_its_vision_half(tmp_path: Path) -> None:
