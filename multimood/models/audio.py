@@ -33,7 +33,9 @@ class AudioTower(nn.Module):
         super().__init__()
         self.checkpoint = checkpoint
         self.freeze = freeze
-        self.encoder = BEATsEncoder.from_checkpoint(resolve(checkpoint), padding_rule=padding_rule, drop_predictor=True)
+        self.encoder = BEATsEncoder.from_checkpoint(
+            resolve(checkpoint), padding_rule=padding_rule, drop_predictor=True
+        )
         if freeze:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
