@@ -32,10 +32,12 @@ from torch import nn
 from multimood.constants import AUDIO_TOKEN, HISTORY_TOKEN, IGNORE_INDEX, VIDEO_TOKEN
 from multimood.models.llm import LanguageModel
 
-ModuleOrFactory = nn.Module | Callable[..., nn.Module]
+# A factory receives the sizes it needs as leading positional arguments.
+SizedFactory = Callable[[int, int], nn.Module]  # (input width, LLM width) -> module
+LLMSizedFactory = Callable[[int], nn.Module]  # (LLM width) -> module
 
 
-def _build(component: ModuleOrFactory | None, *sizes: int) -> nn.Module | None:
+def _build(component: nn.Module | Callable[..., nn.Module] | None, *sizes: int) -> nn.Module | None:
     if component is None or isinstance(component, nn.Module):
         return component
     return component(*sizes)
@@ -72,10 +74,10 @@ class MultiMoodModel(nn.Module):
         self,
         llm: LanguageModel,
         vision_tower: nn.Module | None = None,
-        video_connector: ModuleOrFactory | None = None,
+        video_connector: SizedFactory | nn.Module | None = None,
         audio_tower: nn.Module | None = None,
-        audio_projector: ModuleOrFactory | None = None,
-        history_compressor: ModuleOrFactory | None = None,
+        audio_projector: SizedFactory | nn.Module | None = None,
+        history_compressor: LLMSizedFactory | nn.Module | None = None,
     ) -> None:
         super().__init__()
         if (vision_tower is None) != (video_connector is None):
