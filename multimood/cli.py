@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "multimood.hub",
         "build (if needed) and print the local folder of tiny:/packaged: model names",
     ),
+    "synth": (
+        "multimood.data.synthetic",
+        "write a synthetic MESC or DFEW dataset in the real file formats",
+    ),
 }
 
 
