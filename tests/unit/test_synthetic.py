@@ -85,14 +85,17 @@ def tiny_mesc(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_csv_bytes_follow_the_real_file(real_mesc_dir: Path, tiny_mesc: Path) -> None:
     real, synth = (p.read_bytes() for p in (real_mesc_dir / "MESC.csv", tiny_mesc / "MESC.csv"))
     assert synth.split(b"\r\n", 1)[0] == real.split(b"\r\n", 1)[0] == ",".join(MESC_COLUMNS).encode()
-    for raw in (real, synth):
-        assert not raw.startswith(b"\xef\xbb\xbf") and raw.endswith(b"\r\n")
-        assert raw.count(b"\n") == raw.count(b"\r\n")  # CRLF only
+    # Booleans only in the asserts: a failure must not print the private real text.
+    for name, raw in (("real", real), ("synthetic", synth)):
+        no_bom, crlf_end = not raw.startswith(b"\xef\xbb\xbf"), raw.endswith(b"\r\n")
+        assert no_bom and crlf_end, name
+        assert raw.count(b"\n") == raw.count(b"\r\n"), f"{name}: CRLF only"
         # Both files are exactly what Python's csv writer produces from their own rows (quoting).
         rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
         again = io.StringIO()
         csv.writer(again).writerows(rows)
-        assert again.getvalue().encode("utf-8") == raw
+        same = again.getvalue().encode("utf-8") == raw
+        assert same, f"{name}: not what csv.writer produces from its rows"
     for line in synth.decode().splitlines()[1:]:
         assert re.search(r',"\d\d:\d\d:\d\d,\d\d\d","\d\d:\d\d:\d\d,\d\d\d"$', line)
     assert any(line.startswith('"') for line in synth.decode().splitlines()[1:]), "no quoted utterance"
@@ -100,11 +103,14 @@ def test_csv_bytes_follow_the_real_file(real_mesc_dir: Path, tiny_mesc: Path) ->
 
 def _check_csv_structure(rows: list[dict[str, str]], where: str) -> None:
     by_dialogue: dict[int, list[dict[str, str]]] = {}
-    for row in rows:
+    for index, row in enumerate(rows):
         by_dialogue.setdefault(int(row["Dialogue_ID"]), []).append(row)
-        assert TIMESTAMP.fullmatch(row["StartTime"]) and TIMESTAMP.fullmatch(row["EndTime"]), where
+        # Plain booleans in the asserts: a failure names the row, never prints its (private) text.
+        stamps_ok = all(TIMESTAMP.fullmatch(row[k]) for k in ("StartTime", "EndTime"))
+        assert stamps_ok, f"{where} row {index}: timestamp format"
         for key in ("Dialogue_ID", "Utterance_ID", "Season", "Episode"):
-            assert row[key].isdigit(), (where, key)
+            digits = row[key].isdigit()
+            assert digits, f"{where} row {index}: {key} is not a non-negative integer"
     assert sorted(by_dialogue) == list(range(len(by_dialogue))), where
     for turns in by_dialogue.values():
         assert [int(r["Utterance_ID"]) for r in turns] == list(range(len(turns))), where
@@ -150,8 +156,9 @@ def test_split_files_have_the_real_structure(real_mesc_dir: Path, tiny_mesc: Pat
     real, synth = json.loads(real_raw), json.loads(synth_raw)
     assert isinstance(synth, list) and synth
     assert _key_shapes(synth) == _key_shapes(real)  # same key order per dialogue and per turn
-    for raw in (real_raw, synth_raw):  # indent 4, no final newline
-        assert raw.startswith('[\n    {\n        "problem_type": ') and raw.endswith("}\n]")
+    for name, raw in (("real", real_raw), ("synthetic", synth_raw)):  # indent 4, no final newline
+        layout = raw.startswith('[\n    {\n        "problem_type": ') and raw.endswith("}\n]")
+        assert layout, name
     assert {t["speaker"] for d in synth for t in d["dialog"]} == {"user", "sys"}
     assert {t["emotion"] for d in synth for t in d["dialog"]} <= {
         t["emotion"] for d in real for t in d["dialog"]
