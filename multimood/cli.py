@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "multimood.data.mesc",
         "rebuild the MESC splits and samples from the annotations and print the counts",
     ),
+    "synth": (
+        "multimood.data.synthetic",
+        "write a synthetic MESC or DFEW dataset in the real file formats",
+    ),
 }
 
 

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 # Bump when a builder changes what it writes: old cache folders are then ignored.
-KIT_VERSION = 1
+KIT_VERSION = 2
 
 TINY_SCHEME = "tiny:"
 PACKAGED_SCHEME = "packaged:"

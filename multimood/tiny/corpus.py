@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from multimood.data.labels import DFEW_LABELS, EMOTIONS, STRATEGIES
+from multimood.data.synthetic import synthetic_vocabulary
 
 _CONVERSATION = """\
 I have been feeling tired for weeks and I do not know why. Tell me more about that.
@@ -60,6 +61,13 @@ What emotion does the person in the video show? The person in the video shows
 def tokenizer_corpus(repeats: int = 4) -> Iterator[str]:
     """Lines of training text; repeated so that frequent words pass the merge threshold."""
     labels = " ".join([*EMOTIONS, *STRATEGIES, *DFEW_LABELS])
-    lines = [*_CONVERSATION.splitlines(), *_PROMPT_WORDS.splitlines(), labels, labels.lower()]
+    lines = [
+        *_CONVERSATION.splitlines(),
+        *_PROMPT_WORDS.splitlines(),
+        labels,
+        labels.lower(),
+        # The synthetic datasets' templates and cue words, so they split into few tokens.
+        *synthetic_vocabulary(),
+    ]
     for _ in range(repeats):
         yield from lines
