@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "multimood.hub",
         "build (if needed) and print the local folder of tiny:/packaged: model names",
     ),
+    "count-params": (
+        "multimood.models.paper",
+        "count a model YAML's parameters (total, trainable) on the meta device, without downloading",
+    ),
     "cut-clips": (
         "multimood.data.clips",
         "cut one clip per MESC.csv row out of the episodes (resumable; PyAV, no system ffmpeg)",
