@@ -1,0 +1,418 @@
+"""torch Datasets and the collate function shared by the MESC and DFEW data modules.
+
+An item is one sample ready for the fused model: the chat-formatted prompt and answer as token ids
+(labels masked to the answer), the prompt alone (for generation), the decoded media, the history
+for the ConvCompressor, the targets for the metrics, and the media problems met on the way.
+
+Missing and bad media (SPEC section 5): a clip that cannot be decoded makes that modality missing
+for that sample; the problem travels with the item (:class:`MediaIssue`) so that the main process
+can count it per epoch and log each file once (:class:`MediaIssueLog`). A sample is never replaced
+by another one. A DFEW sample whose video fails has no input left: it is dropped, and the drop is
+counted the same way.
+
+Randomness (the paper's random modality selection, p = [p_a, p_v, p_av], section 3.3) comes from
+:class:`EpochSampler`, which hands every index its own seed derived from (seed, epoch, index): the
+draw does not depend on worker assignment, and a resumed run draws what an uninterrupted one did.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from multimood.constants import HISTORY_TOKEN, IGNORE_INDEX
+from multimood.data import labels
+from multimood.data.answer import format_answer, format_dfew_answer
+from multimood.data.dfew import DFEWSample
+from multimood.data.media import AudioLoader, MediaError, VideoLoader, pad_fbanks
+from multimood.data.mesc import Sample, format_history_turn
+from multimood.data.prompt import build_dfew_prompt, build_mesc_prompt
+
+log = logging.getLogger(__name__)
+
+HistoryMode = Literal["compressor", "text", "none"]
+Modality = Literal["video", "audio"]
+# Index order of the paper's modality probabilities p = [p_a, p_v, p_av] (section 3.3).
+MODALITY_CHOICES: tuple[tuple[str, ...], ...] = (("audio",), ("video",), ("audio", "video"))
+
+
+# ----------------------------------------------------------------------------------- sampling
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, item_seed)``: shuffled per epoch (optional), each item with its own seed.
+
+    Lightning calls :meth:`set_epoch` at every epoch start (and wraps this sampler for DDP), so
+    shuffling and per-item randomness depend only on (seed, epoch, index).
+    """
+
+    def __init__(self, num_items: int, shuffle: bool, seed: int = 0) -> None:
+        self.num_items = num_items
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = np.arange(self.num_items)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
+        for index in order.tolist():
+            yield index, item_seed(self.seed, self.epoch, index)
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def _split_key(key: int | tuple[int, int]) -> tuple[int, int]:
+    """Datasets accept a plain index (seed 0) or a sampler key ``(index, item_seed)``."""
+    if isinstance(key, tuple):
+        return int(key[0]), int(key[1])
+    return int(key), item_seed(0, 0, int(key))
+
+
+# ----------------------------------------------------------------------------------- tokenising
+
+
+class ChatEncoder:
+    """Prompt and answer through the LLM's chat template; labels supervise the answer only.
+
+    The prompt is rendered with the assistant turn opened (exactly what generation sees); the
+    answer is appended as ``answer + eos`` (``<|im_end|>`` for ChatML), tokenised on its own, so the
+    supervised tokens are the answer and the end-of-turn token, nothing of the prompt.
+
+    Args:
+        tokenizer: a transformers tokenizer with a chat template.
+        system_prompt: optional system message; None keeps the template's default.
+    """
+
+    def __init__(self, tokenizer: Any, system_prompt: str | None = None) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no chat template"
+            )
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+
+    def prompt_ids(self, user_message: str) -> list[int]:
+        messages = [{"role": "user", "content": user_message}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        return self.tokenizer(answer + self.tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+
+    def encode(self, user_message: str, answer: str) -> dict[str, torch.Tensor]:
+        prompt = self.prompt_ids(user_message)
+        target = self.answer_ids(answer)
+        return {
+            "input_ids": torch.tensor(prompt + target),
+            "labels": torch.tensor([IGNORE_INDEX] * len(prompt) + target),
+            "prompt_ids": torch.tensor(prompt),
+        }
+
+
+# ----------------------------------------------------------------------------------- media issues
+
+
+@dataclass(frozen=True)
+class MediaIssue:
+    """A file that could not be used for one sample (its modality became missing)."""
+
+    sample_id: str
+    modality: str
+    path: str
+    reason: str
+
+
+class MediaIssueLog:
+    """Counts media issues per (stage, epoch) in the main process; logs each file once."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, int, str, str]] = Counter()  # (stage, epoch, modality, reason)
+        self.dropped: Counter[tuple[str, int]] = Counter()
+        self._logged: set[tuple[str, str]] = set()
+
+    def record(self, issues: Sequence[MediaIssue], dropped: Sequence[str], stage: str, epoch: int) -> None:
+        for issue in issues:
+            self.counts[(stage, epoch, issue.modality, issue.reason)] += 1
+            if (issue.path, issue.reason) not in self._logged:
+                self._logged.add((issue.path, issue.reason))
+                log.warning(
+                    "%s: %s missing for %s (%s)", issue.path, issue.modality, issue.sample_id, issue.reason
+                )
+        if dropped:
+            self.dropped[(stage, epoch)] += len(dropped)
+
+    def summary(self, stage: str, epoch: int) -> dict[str, int]:
+        """``{'video/missing file': 3, ..., 'missing_video': n, 'missing_audio': n, 'dropped': n}``."""
+        out: dict[str, int] = {}
+        for (s, e, modality, reason), n in sorted(self.counts.items()):
+            if (s, e) == (stage, epoch):
+                out[f"{modality}/{reason}"] = n
+                out[f"missing_{modality}"] = out.get(f"missing_{modality}", 0) + n
+        out["dropped"] = self.dropped[(stage, epoch)]
+        return out
+
+
+# ----------------------------------------------------------------------------------- datasets
+
+
+def _class_index(value: str, vocabulary: Sequence[str]) -> int:
+    return vocabulary.index(value)
+
+
+class MESCDataset(Dataset):
+    """One item per MESC sample (a therapist turn): prompt of paper figure 4, answer of SPEC section 3.
+
+    Args:
+        samples: from :func:`multimood.data.mesc.load_mesc` (history length and descriptions are
+            chosen there).
+        encoder: the LLM's :class:`ChatEncoder`.
+        clips_dir: folder of ``dia{D}_utt{U}_{row}.mp4`` clips; None for text only.
+        modalities: which of ``video``/``audio`` to decode (with ``clips_dir``).
+        modality_probs: the paper's p = [p_a, p_v, p_av]: per item, decode audio only, video only
+            or both with these probabilities (training); None decodes every modality.
+        video_loader / audio_loader: decoders (frame count, size, normalisation; audio length).
+        max_client_clips: use the most recent clips of the client's current turn (the authors
+            used 5); None for all.
+        history_mode: ``compressor`` (history ids for the ConvCompressor, ``<history>`` replaced
+            by its memory), ``text`` (``<history>`` replaced by the formatted turns, one per line)
+            or ``none`` (no history).
+        history_tokenizer: the compressor's :class:`~multimood.models.compressor.HistoryTokenizer`
+            (``history_mode="compressor"``).
+        descriptions: write each history turn's generated description (paper's "w/o desc" off).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        encoder: ChatEncoder,
+        clips_dir: str | Path | None = None,
+        modalities: Sequence[Modality] = ("video", "audio"),
+        modality_probs: Sequence[float] | None = None,
+        video_loader: VideoLoader | None = None,
+        audio_loader: AudioLoader | None = None,
+        max_client_clips: int | None = 5,
+        history_mode: HistoryMode = "compressor",
+        history_tokenizer: Any | None = None,
+        descriptions: bool = True,
+    ) -> None:
+        if history_mode not in ("compressor", "text", "none"):
+            raise ValueError(f"history_mode must be compressor, text or none, got {history_mode!r}")
+        if history_mode == "compressor" and history_tokenizer is None:
+            raise ValueError("history_mode='compressor' needs the compressor's history_tokenizer")
+        unknown = set(modalities) - {"video", "audio"}
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; use video and/or audio")
+        if modality_probs is not None:
+            if (
+                len(modality_probs) != 3
+                or min(modality_probs) < 0
+                or not math.isclose(sum(modality_probs), 1.0)
+            ):
+                raise ValueError(
+                    f"modality_probs must be [p_a, p_v, p_av] summing to 1, got {list(modality_probs)}"
+                )
+            if set(modalities) != {"video", "audio"}:
+                raise ValueError("modality_probs needs both modalities enabled")
+        if max_client_clips is not None and max_client_clips < 1:
+            raise ValueError(f"max_client_clips must be >= 1 or None, got {max_client_clips}")
+        self.samples = list(samples)
+        self.encoder = encoder
+        self.clips_dir = None if clips_dir is None else Path(clips_dir)
+        self.modalities = tuple(modalities) if self.clips_dir is not None else ()
+        self.modality_probs = None if modality_probs is None else np.asarray(modality_probs, dtype=float)
+        self.video_loader = video_loader or VideoLoader()
+        self.audio_loader = audio_loader or AudioLoader()
+        self.max_client_clips = max_client_clips
+        self.history_mode = history_mode
+        self.history_tokenizer = history_tokenizer
+        self.descriptions = descriptions
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _history_lines(self, sample: Sample) -> list[str]:
+        return [format_history_turn(turn, with_description=self.descriptions) for turn in sample.history]
+
+    def _prompt(self, sample: Sample) -> str:
+        prompt = build_mesc_prompt(
+            sample.client_text, problem_type=sample.problem_type, situation=sample.situation
+        )
+        if self.history_mode == "text":
+            prompt = prompt.replace(HISTORY_TOKEN, "\n".join(self._history_lines(sample)))
+        elif self.history_mode == "none":
+            prompt = prompt.replace(HISTORY_TOKEN, "")
+        return prompt
+
+    def _chosen_modalities(self, seed: int) -> tuple[str, ...]:
+        if self.modality_probs is None:
+            return self.modalities
+        draw = np.random.default_rng(seed).choice(3, p=self.modality_probs)
+        return MODALITY_CHOICES[draw]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = _split_key(key)
+        sample = self.samples[index]
+        answer = format_answer(
+            sample.client_emotion, sample.therapist_emotion, sample.strategy, sample.response
+        )
+        item: dict[str, Any] = {
+            "sample_id": sample.sample_id,
+            **self.encoder.encode(self._prompt(sample), answer),
+            "targets": {
+                "client_emotion": _class_index(sample.client_emotion, labels.EMOTIONS),
+                "therapist_emotion": _class_index(sample.therapist_emotion, labels.EMOTIONS),
+                "strategy": _class_index(sample.strategy, labels.STRATEGIES),
+            },
+            "reference": sample.response,
+            "media_issues": [],
+        }
+        if self.history_mode == "compressor":
+            item["history"] = self.history_tokenizer(self._history_lines(sample))
+        chosen = self._chosen_modalities(seed)
+        item["modalities"] = chosen
+        if chosen:
+            clips = [self.clips_dir / name for name in sample.clip_names]
+            if self.max_client_clips is not None:
+                clips = clips[-self.max_client_clips :]
+            if "video" in chosen:
+                item["video"] = self._load(item, "video", lambda: self.video_loader(clips))
+            if "audio" in chosen:
+                audio = self._load(item, "audio", lambda: self.audio_loader(clips))
+                if audio is not None:
+                    item["audio"], item["audio_frames"] = audio
+        return item
+
+    @staticmethod
+    def _load(item: dict[str, Any], modality: str, load: Any) -> Any:
+        try:
+            return load()
+        except MediaError as error:
+            item["media_issues"].append(
+                MediaIssue(item["sample_id"], modality, str(error.path), error.reason)
+            )
+            return None
+
+
+class DFEWDataset(Dataset):
+    """One item per DFEW clip: video frames, the recognition prompt, ``Emotion: <class>`` as answer.
+
+    A clip whose video cannot be decoded leaves the sample without input: the item is marked
+    dropped (with its media issue) and the collate function leaves it out of the batch.
+    """
+
+    def __init__(
+        self, samples: Sequence[DFEWSample], encoder: ChatEncoder, video_loader: VideoLoader | None = None
+    ) -> None:
+        self.samples = list(samples)
+        self.encoder = encoder
+        self.video_loader = video_loader or VideoLoader()
+        self._prompt = build_dfew_prompt()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, _ = _split_key(key)
+        sample = self.samples[index]
+        item: dict[str, Any] = {"sample_id": sample.name, "media_issues": [], "modalities": ("video",)}
+        try:
+            item["video"] = self.video_loader(sample.source)
+        except MediaError as error:
+            item["media_issues"].append(MediaIssue(sample.name, "video", str(error.path), error.reason))
+            item["dropped"] = True
+            return item
+        item.update(self.encoder.encode(self._prompt, format_dfew_answer(sample.label)))
+        item["targets"] = {"emotion": sample.label}
+        item["reference"] = labels.DFEW_LABELS[sample.label]
+        return item
+
+
+# ----------------------------------------------------------------------------------- collate
+
+
+def _pad(sequences: Sequence[torch.Tensor], value: int, left: bool = False) -> torch.Tensor:
+    if left:
+        flipped = [s.flip(0) for s in sequences]
+        return torch.nn.utils.rnn.pad_sequence(flipped, batch_first=True, padding_value=value).flip(1)
+    return torch.nn.utils.rnn.pad_sequence(list(sequences), batch_first=True, padding_value=value)
+
+
+@dataclass
+class MultiModalCollator:
+    """Batches items for :class:`~multimood.models.multimood.MultiMoodModel`.
+
+    Keys: ``input_ids``/``attention_mask``/``labels`` (right-padded, training),
+    ``prompt_ids``/``prompt_attention_mask`` (left-padded, generation); ``video`` (B, T, 3, S, S)
+    with ``video_mask`` (B,); ``audio`` (B, F, 128) with ``audio_frame_mask`` (B, F) and
+    ``audio_mask`` (B,); ``history_ids``/``history_attention_mask`` and
+    ``history_turns``/``history_turns_dropped``; ``targets`` (dict of (B,) class indices);
+    ``references``, ``sample_ids``, ``modalities`` (lists); ``media_issues`` and ``dropped`` (for
+    counting). Absent video/audio rows are zeros with a False mask.
+    """
+
+    pad_token_id: int
+    history_tokenizer: Any | None = None
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        issues = [issue for item in items for issue in item["media_issues"]]
+        dropped = [item["sample_id"] for item in items if item.get("dropped")]
+        items = [item for item in items if not item.get("dropped")]
+        batch: dict[str, Any] = {
+            "sample_ids": [item["sample_id"] for item in items],
+            "media_issues": issues,
+            "dropped": dropped,
+        }
+        if not items:
+            return batch
+        batch["input_ids"] = _pad([i["input_ids"] for i in items], self.pad_token_id)
+        batch["attention_mask"] = _pad([torch.ones_like(i["input_ids"]) for i in items], 0)
+        batch["labels"] = _pad([i["labels"] for i in items], IGNORE_INDEX)
+        batch["prompt_ids"] = _pad([i["prompt_ids"] for i in items], self.pad_token_id, left=True)
+        batch["prompt_attention_mask"] = _pad([torch.ones_like(i["prompt_ids"]) for i in items], 0, left=True)
+        batch["targets"] = {k: torch.tensor([i["targets"][k] for i in items]) for k in items[0]["targets"]}
+        batch["references"] = [i["reference"] for i in items]
+        batch["modalities"] = [i["modalities"] for i in items]
+
+        videos = [i.get("video") for i in items]
+        if any(v is not None for v in videos):
+            shape = next(v for v in videos if v is not None).shape
+            batch["video"] = torch.stack([v if v is not None else torch.zeros(shape) for v in videos])
+            batch["video_mask"] = torch.tensor([v is not None for v in videos])
+        audios = [i.get("audio") for i in items]
+        if any(a is not None for a in audios):
+            fbanks = [a if a is not None else torch.zeros(0, 128) for a in audios]
+            audio, frame_mask = pad_fbanks(fbanks)
+            valid = torch.tensor([i.get("audio_frames", 0) for i in items])
+            batch["audio"] = audio
+            batch["audio_frame_mask"] = frame_mask & (torch.arange(audio.shape[1]) < valid[:, None])
+            batch["audio_mask"] = torch.tensor([a is not None for a in audios])
+        if "history" in items[0]:
+            if self.history_tokenizer is None:
+                raise ValueError(
+                    "items carry compressor history ids but the collator has no history_tokenizer"
+                )
+            histories = [i["history"] for i in items]
+            batch["history_ids"], batch["history_attention_mask"] = self.history_tokenizer.collate(histories)
+            batch["history_turns"] = torch.tensor([h.num_kept for h in histories])
+            batch["history_turns_dropped"] = torch.tensor([h.num_dropped for h in histories])
+        return batch
