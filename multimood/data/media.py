@@ -32,6 +32,7 @@ until they are deleted (ENVIRONMENT.md), so every reader is released before the 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -190,12 +191,31 @@ def _natural_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+_quiet_pid: int | None = None
+
+
+def quiet_decoder_logs() -> None:
+    """Silence the FFmpeg inside decord (once per process; DataLoader workers call it themselves).
+
+    On a damaged stream it prints a line per broken macroblock to stderr ("error while decoding
+    MB ..."), hundreds per file; a MediaError already names the file and the reason. PyAV's FFmpeg
+    logs nothing by default.
+    """
+    global _quiet_pid
+    if _quiet_pid != os.getpid():
+        import decord
+
+        decord.logging.set_level(decord.logging.QUIET)
+        _quiet_pid = os.getpid()
+
+
 class _VideoFile:
     """One video file opened with decord after a PyAV probe; ``close`` releases the reader."""
 
     def __init__(self, path: Path) -> None:
         import decord
 
+        quiet_decoder_logs()
         self.path = path
         with _open_container(path) as container:
             if not container.streams.video:
@@ -566,6 +586,7 @@ __all__ = [
     "load_waveform",
     "pad_fbanks",
     "preprocess_frames",
+    "quiet_decoder_logs",
     "seconds_to_fbank_frames",
     "segment_midpoints",
 ]

@@ -332,5 +332,41 @@ def test_child_harness_reports_a_crash_as_a_failure(tmp_path: Path) -> None:
     assert problems == incidents
 
 
+def test_decoder_error_spam_is_silenced(tmp_path: Path) -> None:
+    """decord's FFmpeg prints a line per broken macroblock of a damaged stream; we silence it."""
+    from multimood.data.synthetic import write_clip
+
+    frames = np.random.default_rng(0).integers(0, 255, (12, 64, 96, 3), dtype=np.uint8)
+    data = bytearray(write_clip(tmp_path / "clip.mp4", frames, fps=10).read_bytes())
+    rng = np.random.default_rng(3)
+    for pos in rng.integers(len(data) // 4, len(data) // 2, 40):  # inside the frame data
+        data[pos] ^= 0x5A
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    script = (
+        "import sys\n"
+        "from multimood.data import media\n"
+        "if sys.argv[2] == 'loud':\n"
+        "    media.quiet_decoder_logs = lambda: None\n"
+        "try:\n"
+        "    media.load_video(sys.argv[1], num_frames=4, image_size=16)\n"
+        "except media.MediaError:\n"
+        "    pass\n"
+    )
+
+    def ffmpeg_lines(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(damaged), mode],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return sum("[h264 @" in line for line in run.stderr.splitlines())
+
+    assert ffmpeg_lines("loud") > 0  # the damage does make FFmpeg complain
+    assert ffmpeg_lines("quiet") == 0
+
+
 if __name__ == "__main__":
     _child_main(sys.argv[1])
