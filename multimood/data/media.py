@@ -131,12 +131,15 @@ def _short(error: BaseException, limit: int = 200) -> str:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise MediaError(path, MISSING)
-    if not path.is_file():  # directories, FIFOs and devices: opening a FIFO would block forever
-        raise MediaError(path, NOT_A_FILE)
-    if path.stat().st_size == 0:
-        raise MediaError(path, EMPTY)
+    try:
+        if not path.exists():
+            raise MediaError(path, MISSING)
+        if not path.is_file():  # directories, FIFOs and devices: opening a FIFO would block forever
+            raise MediaError(path, NOT_A_FILE)
+        if path.stat().st_size == 0:
+            raise MediaError(path, EMPTY)
+    except OSError as error:  # permissions, broken mounts, over-long names
+        raise MediaError(path, UNREADABLE, _short(error)) from error
 
 
 @contextmanager
@@ -171,8 +174,8 @@ def segment_midpoints(num_available: int, num_samples: int) -> np.ndarray:
     """Indices of ``num_samples`` frames at the midpoints of equal segments of ``num_available``.
 
     The span [0, num_available - 1] is cut into ``num_samples`` equal segments and the middle of
-    each is rounded to a frame, as VideoLLaMA2's uniform ``frame_sample`` does (its "v1"; the
-    vision tower was trained with it). A clip with fewer frames than ``num_samples`` repeats its
+    each is rounded to a frame, as VideoLLaMA2's uniform ``frame_sample`` does (its "v1", which
+    MultiMood inherits with VideoLLaMA2's weights). A clip with fewer frames than ``num_samples`` repeats its
     nearest frames, so the STC connector always gets a full, evenly spaced sequence and no mask is
     needed (VideoLLaMA2 behaves the same way). Returns int64 (num_samples,), non-decreasing.
     """
@@ -264,10 +267,13 @@ class _FrameFolder:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.files = sorted(
-            (f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()),
-            key=lambda f: _natural_key(f.name),
-        )
+        try:
+            self.files = sorted(
+                (f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()),
+                key=lambda f: _natural_key(f.name),
+            )
+        except OSError as error:
+            raise MediaError(path, UNREADABLE, _short(error)) from error
         self.num_frames = len(self.files)
         if self.num_frames == 0:
             raise MediaError(path, NO_FRAMES, f"no {'/'.join(IMAGE_SUFFIXES)} files")
@@ -382,13 +388,16 @@ def load_video(
 # ----------------------------------------------------------------------------------------- audio
 
 
-def decode_audio(path: str | Path, sample_rate: int = BEATS_SAMPLE_RATE) -> torch.Tensor:
+def decode_audio(
+    path: str | Path, sample_rate: int = BEATS_SAMPLE_RATE, max_samples: int | None = None
+) -> torch.Tensor:
     """The first audio stream of one file as a mono float32 waveform at ``sample_rate``: (samples,).
 
     Channels are averaged (the usual downmix for BEATs; FFmpeg's own stereo->mono would add 3 dB),
     and the result is resampled with FFmpeg's resampler. Samples past the declared stream duration
     (AAC pads its last frame) are dropped; decoded audio well short of the declared duration raises
-    MediaError(TRUNCATED_AUDIO).
+    MediaError(TRUNCATED_AUDIO). With ``max_samples``, decoding stops once that many samples are
+    in (a long file is not decoded to the end only to be cropped) and at most that many return.
     """
     import av
 
@@ -406,16 +415,26 @@ def decode_audio(path: str | Path, sample_rate: int = BEATS_SAMPLE_RATE) -> torc
         try:
             # Keep the channels (planar float) so that they can be averaged exactly afterwards.
             resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+            collected, stopped_early = 0, False
             for packet in container.demux(stream):
                 for frame in packet.decode():
-                    chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
-            chunks.extend(out.to_ndarray() for out in resampler.resample(None))  # flush the tail
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray())  # (channels, samples)
+                        collected += out.samples
+                if max_samples is not None and collected >= max_samples:
+                    stopped_early = True
+                    break
+            if not stopped_early:
+                chunks.extend(out.to_ndarray() for out in resampler.resample(None))  # flush the tail
+            # (C, N) -> (N,); a channel count that changes mid-stream fails here
+            waveform = np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32) if chunks else None
         except (av.error.FFmpegError, ValueError, EOFError, NotImplementedError, RuntimeError) as error:
             raise MediaError(path, AUDIO_DECODE, _short(error)) from error
-    if not chunks:
+    if waveform is None or waveform.size == 0:
         raise MediaError(path, AUDIO_DECODE, "no audio frames decoded")
-    waveform = np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32)  # (C, N) -> (N,)
-    if declared_s is not None:
+    if stopped_early:
+        waveform = waveform[:max_samples]
+    elif declared_s is not None:
         declared = round(declared_s * sample_rate)
         slack = max(TRUNCATION_SLACK_S * sample_rate, TRUNCATION_SLACK_FRACTION * declared)
         if waveform.size < declared - slack:
@@ -423,16 +442,32 @@ def decode_audio(path: str | Path, sample_rate: int = BEATS_SAMPLE_RATE) -> torc
                 path, TRUNCATED_AUDIO, f"decoded {waveform.size / sample_rate:.2f} s of {declared_s:.2f} s"
             )
         waveform = waveform[:declared]
+    if max_samples is not None:
+        waveform = waveform[:max_samples]
     if not np.isfinite(waveform).all():
         raise MediaError(path, AUDIO_DECODE, "non-finite samples")
     return torch.from_numpy(np.ascontiguousarray(waveform))
 
 
 def load_waveform(
-    paths: str | Path | Sequence[str | Path], sample_rate: int = BEATS_SAMPLE_RATE
+    paths: str | Path | Sequence[str | Path],
+    sample_rate: int = BEATS_SAMPLE_RATE,
+    max_samples: int | None = None,
 ) -> torch.Tensor:
-    """Mono waveforms of one or more files (clips of one timeline), concatenated: (samples,)."""
-    return torch.cat([decode_audio(path, sample_rate) for path in _as_paths(paths)])
+    """Mono waveforms of one or more files (clips of one timeline), concatenated: (samples,).
+
+    With ``max_samples``, files past that budget are not decoded (nor checked).
+    """
+    pieces = []
+    remaining = max_samples
+    for path in _as_paths(paths):
+        if remaining is not None and remaining <= 0:
+            break
+        piece = decode_audio(path, sample_rate, remaining)
+        pieces.append(piece)
+        if remaining is not None:
+            remaining -= piece.numel()
+    return torch.cat(pieces)
 
 
 def seconds_to_fbank_frames(seconds: float) -> int:
@@ -487,15 +522,15 @@ def load_audio(
 ) -> tuple[torch.Tensor, int]:
     """BEATs fbank of one or more clips' audio (concatenated): ((F, 128), number of valid frames).
 
-    The waveform is cropped to the samples the first ``max_frames`` frames need before the fbank
-    is computed (the same frames, less work for long files). Padding: see :func:`crop_or_pad`;
+    Only the samples the first ``max_frames`` frames need are decoded and turned into an fbank
+    (the same frames as cropping the full fbank, less work for long files). Padding: see :func:`crop_or_pad`;
     the default ``min_frames`` = 16 guarantees one BEATs patch. Raises MediaError for unusable
     files and for audio shorter than one 25 ms window.
     """
     path_list = _as_paths(paths)
-    waveform = load_waveform(path_list)
-    if max_frames is not None:
-        waveform = waveform[: _samples_for_frames(max_frames)]
+    waveform = load_waveform(
+        path_list, max_samples=None if max_frames is None else _samples_for_frames(max_frames)
+    )
     if fbank_num_frames(waveform.numel()) == 0:
         raise MediaError(
             path_list[0], AUDIO_TOO_SHORT, f"{waveform.numel()} samples, one fbank window needs 400"

@@ -303,6 +303,16 @@ def test_audio_of_several_clips_is_concatenated(clips: dict[str, Path]) -> None:
     assert valid == fbank_num_frames(56_000)
 
 
+def test_audio_budget_stops_decoding_early(clips: dict[str, Path], tmp_path: Path) -> None:
+    both = [clips["mono16k"], clips["tone_1k"]]
+    full = load_waveform(both)
+    assert torch.equal(load_waveform(both, max_samples=40_000), full[:40_000])  # spans both clips
+    # past the budget, later clips are neither decoded nor checked
+    assert load_waveform([clips["mono16k"], tmp_path / "missing.wav"], max_samples=1000).shape == (1000,)
+    with pytest.raises(MediaError, match="missing"):
+        load_waveform([clips["mono16k"], tmp_path / "missing.wav"], max_samples=40_000)
+
+
 def test_audio_errors_name_the_file(clips: dict[str, Path], tmp_path: Path) -> None:
     cases = {
         clips["silent"]: media.NO_AUDIO,
