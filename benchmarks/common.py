@@ -14,8 +14,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine_info() -> dict[str, Any]:
+    """Where a number was measured; machines are shared, so the load average is part of it."""
+    import contextlib
+
     import torch
 
+    cpu = platform.processor()
+    with contextlib.suppress(OSError, StopIteration):  # not Linux: keep platform's answer
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -30,7 +40,9 @@ def machine_info() -> dict[str, Any]:
         "host": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0],
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

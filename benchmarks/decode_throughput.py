@@ -22,21 +22,15 @@ torch runs one intra-op thread in the main process, as it does in DataLoader wor
 
 Appends one JSON row to ``benchmarks/results/decode_throughput.jsonl`` and prints it.
 
-    python benchmarks/decode_throughput.py            # ~1.5 min on 2 cores
-    python benchmarks/decode_throughput.py --quick    # a smoke run, ~20 s
+    python -m benchmarks.decode_throughput            # ~1.5 min on 2 cores
+    python -m benchmarks.decode_throughput --quick    # a smoke run, ~20 s
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,10 +40,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from multimood.data.media import (  # noqa: E402
+from benchmarks.common import RESULTS, write_row
+from multimood.data.media import (
     AudioLoader,
     VideoLoader,
     load_audio,
@@ -58,9 +50,9 @@ from multimood.data.media import (  # noqa: E402
     preprocess_frames,
     segment_midpoints,
 )
-from multimood.data.synthetic import write_clip  # noqa: E402
+from multimood.data.synthetic import write_clip
 
-DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "decode_throughput.jsonl"
+DEFAULT_OUT = RESULTS / "decode_throughput.jsonl"
 
 
 def make_clips(folder: Path, count: int, width: int, height: int, fps: int, seed: int = 0) -> list[Path]:
@@ -212,38 +204,6 @@ def dataloader_samples_per_second(dataset: ClipDataset, num_workers: int, batch_
     return seen / (time.perf_counter() - start)
 
 
-def machine_info() -> dict:
-    import av
-    import decord
-
-    cpu = platform.processor()
-    with contextlib.suppress(OSError, StopIteration):  # not Linux: keep platform's answer
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_1m": os.getloadavg()[0],  # the machines are shared: context for the numbers
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "decord": decord.__version__,
-        "av": av.__version__,
-        "git_commit": commit,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -276,8 +236,10 @@ def main() -> None:
     num_long = args.long_clips if args.long_clips is not None else (2 if args.quick else 4)
     torch.set_num_threads(args.torch_threads)
 
+    import av
+    import decord
+
     started = time.perf_counter()
-    info = machine_info()
     with tempfile.TemporaryDirectory(prefix="decode-bench-") as tmp:
         paths = make_clips(Path(tmp), num_clips, args.width, args.height, args.fps)
         frames_per_clip = [len(decode_all_frames_pyav(p)) for p in paths]
@@ -299,9 +261,7 @@ def main() -> None:
         }
 
     row = {
-        "benchmark": "decode_throughput",
-        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": info,
+        "versions": {"decord": decord.__version__, "av": av.__version__},
         "params": {
             "quick": args.quick,
             "num_clips": num_clips,
@@ -334,10 +294,9 @@ def main() -> None:
         },
         "runtime_s": round(time.perf_counter() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
+    path = write_row("decode_throughput", row, args.out)
     print(json.dumps(row, indent=2))
+    print(f"row appended to {path}")
 
 
 if __name__ == "__main__":

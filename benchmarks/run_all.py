@@ -1,0 +1,26 @@
+"""Run every benchmark once (``make bench``); each appends its JSON row under benchmarks/results/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+BENCHMARKS = [
+    ["benchmarks.decode_throughput"],
+    ["benchmarks.history_compression"],
+]
+
+
+def main() -> int:
+    failed = []
+    for args in BENCHMARKS:
+        print(f"== python -m {' '.join(args)}", flush=True)
+        if subprocess.run([sys.executable, "-m", *args], check=False).returncode != 0:
+            failed.append(args[0])
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
