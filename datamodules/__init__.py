@@ -1,1 +1,7 @@
-"""One LightningDataModule per dataset (MESC, DFEW)."""
+"""One LightningDataModule per dataset (MESC, DFEW), importable as ``datamodules.<Name>``."""
+
+from datamodules.common import MediaIssueMonitor
+from datamodules.dfew import DFEWDataModule
+from datamodules.mesc import MESCDataModule
+
+__all__ = ["DFEWDataModule", "MESCDataModule", "MediaIssueMonitor"]

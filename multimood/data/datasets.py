@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,33 +143,31 @@ class MediaIssue:
 
 
 class MediaIssueLog:
-    """Counts media issues per (stage, epoch) in the main process; logs each file once."""
+    """Media issues per (stage, epoch), kept in the main process; each file is logged once."""
 
     def __init__(self) -> None:
-        self.counts: Counter[tuple[str, int, str, str]] = Counter()  # (stage, epoch, modality, reason)
-        self.dropped: Counter[tuple[str, int]] = Counter()
+        self.issues: dict[tuple[str, int], list[MediaIssue]] = defaultdict(list)
+        self.dropped: dict[tuple[str, int], list[str]] = defaultdict(list)
         self._logged: set[tuple[str, str]] = set()
 
     def record(self, issues: Sequence[MediaIssue], dropped: Sequence[str], stage: str, epoch: int) -> None:
+        self.issues[(stage, epoch)].extend(issues)
+        self.dropped[(stage, epoch)].extend(dropped)
         for issue in issues:
-            self.counts[(stage, epoch, issue.modality, issue.reason)] += 1
             if (issue.path, issue.reason) not in self._logged:
                 self._logged.add((issue.path, issue.reason))
                 log.warning(
                     "%s: %s missing for %s (%s)", issue.path, issue.modality, issue.sample_id, issue.reason
                 )
-        if dropped:
-            self.dropped[(stage, epoch)] += len(dropped)
 
     def summary(self, stage: str, epoch: int) -> dict[str, int]:
-        """``{'video/missing file': 3, ..., 'missing_video': n, 'missing_audio': n, 'dropped': n}``."""
-        out: dict[str, int] = {}
-        for (s, e, modality, reason), n in sorted(self.counts.items()):
-            if (s, e) == (stage, epoch):
-                out[f"{modality}/{reason}"] = n
-                out[f"missing_{modality}"] = out.get(f"missing_{modality}", 0) + n
-        out["dropped"] = self.dropped[(stage, epoch)]
-        return out
+        """Counts: ``missing_<modality>``, ``<modality>/<reason>`` and ``dropped`` samples."""
+        counts: Counter[str] = Counter()
+        for issue in self.issues.get((stage, epoch), ()):
+            counts[f"missing_{issue.modality}"] += 1
+            counts[f"{issue.modality}/{issue.reason}"] += 1
+        counts["dropped"] = len(self.dropped.get((stage, epoch), ()))
+        return dict(sorted(counts.items()))
 
 
 # ----------------------------------------------------------------------------------- datasets

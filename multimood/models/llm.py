@@ -8,7 +8,6 @@ bitsandbytes >= 0.50, so the same path is tested here.
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Any, Literal
 
 import torch
@@ -16,8 +15,7 @@ from torch import nn
 
 from multimood.constants import PLACEHOLDER_TOKENS
 from multimood.hub import resolve
-
-log = logging.getLogger(__name__)
+from multimood.tokenization import load_llm_tokenizer
 
 DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -91,14 +89,12 @@ class LanguageModel(nn.Module):
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        from transformers import AutoTokenizer, BitsAndBytesConfig
+        from transformers import BitsAndBytesConfig
 
         self.name_or_path = name_or_path
         path = resolve(name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            resolve(tokenizer or name_or_path), trust_remote_code=trust_remote_code
-        )
-        self._ensure_special_tokens()
+        self.tokenizer = load_llm_tokenizer(tokenizer or name_or_path, trust_remote_code=trust_remote_code)
+        self.placeholder_ids = {t: self.tokenizer.convert_tokens_to_ids(t) for t in PLACEHOLDER_TOKENS}
 
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         if dtype != "auto":
@@ -144,16 +140,6 @@ class LanguageModel(nn.Module):
         self.model = model
         self.is_quantized = load_in_4bit
         self.has_lora = lora
-
-    def _ensure_special_tokens(self) -> None:
-        tok = self.tokenizer
-        missing = [t for t in PLACEHOLDER_TOKENS if t not in tok.get_vocab()]
-        if missing:
-            tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
-            log.info("added %s to the tokenizer of %s", missing, self.name_or_path)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        self.placeholder_ids = {t: tok.convert_tokens_to_ids(t) for t in PLACEHOLDER_TOKENS}
 
     @property
     def config(self) -> Any:

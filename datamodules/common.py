@@ -1,0 +1,62 @@
+"""Pieces the data modules share: media-issue accounting in the main process and its logging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from multimood.data.datasets import MediaIssueLog
+
+
+def resolve_data_path(root: str | Path, path: str | None) -> Path | None:
+    """``path`` relative to ``root`` unless absolute; None stays None."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(root).expanduser() / p
+
+
+def _stage_and_epoch(trainer: Any) -> tuple[str, int]:
+    if trainer is None or trainer.state.stage is None:
+        return "train", 0
+    return str(trainer.state.stage.value), int(trainer.current_epoch)
+
+
+class MediaBatchMixin:
+    """Data-module hook: record the media problems each batch carries, per stage and epoch.
+
+    Workers cannot share counters with the main process, so every item carries its problems and
+    this hook (run in the main process before the batch moves to the device) tallies them in
+    ``self.media_log``; each bad file is logged once, with its name and the reason.
+    """
+
+    media_log: MediaIssueLog
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        stage, epoch = _stage_and_epoch(getattr(self, "trainer", None))
+        self.media_log.record(batch.get("media_issues", ()), batch.get("dropped", ()), stage, epoch)
+        return batch
+
+
+class MediaIssueMonitor(L.Callback):
+    """Logs the data module's media counts at each epoch end: ``<stage>/media/missing_video`` etc."""
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        media_log = getattr(trainer.datamodule, "media_log", None)
+        if media_log is None:
+            return
+        counts = media_log.summary(stage, trainer.current_epoch)
+        prefix = {"train": "train", "validate": "val", "test": "test"}.get(stage, stage)
+        pl_module.log_dict({f"{prefix}/media/{k}": float(v) for k, v in counts.items()}, rank_zero_only=True)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, pl_module, "train")
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._log(trainer, pl_module, "validate")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, pl_module, "test")

@@ -1,0 +1,187 @@
+"""MESCDataModule: MESC (Chu et al. 2025) for all four tasks, from the real annotation files.
+
+Reads ``MESC.csv`` and the split files with :func:`multimood.data.mesc.load_mesc`, one sample per
+therapist turn, and serves batches for :class:`multimood.models.MultiMoodModel`
+(:class:`multimood.data.datasets.MultiModalCollator` lists the keys). Without ``clips_dir`` it is
+text only and needs no media at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from datamodules.common import MediaBatchMixin, resolve_data_path
+from multimood.data.datasets import (
+    ChatEncoder,
+    EpochSampler,
+    HistoryMode,
+    MediaIssueLog,
+    MESCDataset,
+    Modality,
+    MultiModalCollator,
+)
+from multimood.data.media import AudioLoader, VideoLoader
+from multimood.data.mesc import MESCData, load_mesc
+from multimood.tokenization import load_llm_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class MESCDataModule(MediaBatchMixin, L.LightningDataModule):
+    """MESC batches: the figure-4 prompt, the four-task answer, clips, and the dialogue history.
+
+    Args:
+        data_dir: Folder with ``MESC.csv``, ``val.json``, ``test.json`` (and ``train.json`` if you
+            have it): the real annotations or ``multimood synth mesc`` output.
+        clips_dir: Folder of ``dia{D}_utt{U}_{row}.mp4`` clips (``multimood cut-clips`` makes them
+            from your own episodes), relative to ``data_dir`` unless absolute. None: text only.
+        tokenizer: The LLM's tokenizer (hub id, path or ``tiny:``); link it to the model's LLM.
+        system_prompt: System message of the chat; None keeps the chat template's default.
+        history_mode: ``compressor`` (history ids for the ConvCompressor; paper "SFT+Comp"),
+            ``text`` (history turns written into the prompt, one per line) or ``none``.
+        history_tokenizer: Tokenizer of the ConvCompressor's backbone (``history_mode=compressor``);
+            link it to the compressor's backbone.
+        history_max_tokens: Token budget of one history for the compressor (oldest whole turns are
+            dropped beyond it); link it to the compressor's ``max_tokens``.
+        history_turns: History length in turns: 0, 5, 9 (paper table 7) or None for all.
+        descriptions: Keep the generated face/voice descriptions of the split files (paper's
+            "w/o desc" ablation when False). MESC's train split has none unless ``train.json``
+            is given.
+        modalities: Media to decode when ``clips_dir`` is set: ``video`` and/or ``audio``
+            (paper table 7 "w/o video", "w/o audio").
+        modality_probs: Random modality selection in training, p = [p_a, p_v, p_av] (paper 3.3):
+            per sample, audio only, video only or both. None: always both. Evaluation always uses
+            every configured modality.
+        max_client_clips: Most recent clips of the client's current turn to use (the authors
+            used 5); None for all.
+        num_frames: Frames sampled per sample (16 in the paper).
+        image_size: Frame side after padding to square and resizing (384 for SigLIP-So400M).
+        image_mean: Normalisation mean (and padding colour); SigLIP: 0.5.
+        image_std: Normalisation std; SigLIP: 0.5.
+        max_audio_seconds: Audio is cropped to this length (30 s -> 1,496 BEATs tokens).
+        batch_size: Training batch size.
+        eval_batch_size: Validation/test batch size (default: ``batch_size``).
+        num_workers: DataLoader workers.
+        seed: Seed of shuffling and of the per-sample modality draw.
+        limit_samples: Use only the first N samples of each split (smoke runs, the demo).
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        clips_dir: str | None = None,
+        tokenizer: str = "Qwen/Qwen2-7B-Instruct",
+        system_prompt: str | None = None,
+        history_mode: HistoryMode = "compressor",
+        history_tokenizer: str | None = "state-spaces/mamba-370m-hf",
+        history_max_tokens: int = 4096,
+        history_turns: int | None = None,
+        descriptions: bool = True,
+        modalities: tuple[Modality, ...] = ("video", "audio"),
+        modality_probs: tuple[float, float, float] | None = None,
+        max_client_clips: int | None = 5,
+        num_frames: int = 16,
+        image_size: int = 384,
+        image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        image_std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        max_audio_seconds: float | None = 30.0,
+        batch_size: int = 1,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        limit_samples: int | None = None,
+    ) -> None:
+        super().__init__()
+        if history_mode == "compressor" and not history_tokenizer:
+            raise ValueError("history_mode='compressor' needs history_tokenizer (the compressor backbone's)")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir).expanduser()
+        self.clips_dir = resolve_data_path(data_dir, clips_dir)
+        self.media_log = MediaIssueLog()
+        self.data: MESCData | None = None
+        self.datasets: dict[str, MESCDataset] = {}
+        self._tokenizer: Any = None
+        self._history_tokenizer: Any = None
+
+    # ------------------------------------------------------------------ building
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = load_llm_tokenizer(self.hparams.tokenizer)
+        return self._tokenizer
+
+    @property
+    def history_tokenizer(self) -> Any:
+        if self.hparams.history_mode != "compressor":
+            return None
+        if self._history_tokenizer is None:
+            from multimood.models.compressor import HistoryTokenizer
+
+            self._history_tokenizer = HistoryTokenizer(
+                self.hparams.history_tokenizer, max_tokens=self.hparams.history_max_tokens
+            )
+        return self._history_tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        hp = self.hparams
+        if self.clips_dir is not None and not self.clips_dir.is_dir():
+            raise FileNotFoundError(
+                f"clips_dir {self.clips_dir} is not a folder (set clips_dir: null for text only)"
+            )
+        self.data = load_mesc(self.data_dir, history_turns=hp.history_turns, descriptions=hp.descriptions)
+        log.info("%s", self.data.report.summary())
+        encoder = ChatEncoder(self.tokenizer, system_prompt=hp.system_prompt)
+        video = VideoLoader(hp.num_frames, hp.image_size, tuple(hp.image_mean), tuple(hp.image_std))
+        audio = AudioLoader(max_seconds=hp.max_audio_seconds)
+        for split, samples in self.data.samples.items():
+            if hp.limit_samples is not None:
+                samples = samples[: hp.limit_samples]
+            self.datasets[split] = MESCDataset(
+                samples,
+                encoder,
+                clips_dir=self.clips_dir,
+                modalities=hp.modalities,
+                modality_probs=hp.modality_probs if split == "train" else None,
+                video_loader=video,
+                audio_loader=audio,
+                max_client_clips=hp.max_client_clips,
+                history_mode=hp.history_mode,
+                history_tokenizer=self.history_tokenizer,
+                descriptions=hp.descriptions,
+            )
+
+    def collator(self) -> MultiModalCollator:
+        return MultiModalCollator(self.tokenizer.pad_token_id, self.history_tokenizer)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if split not in self.datasets:
+            self.setup()
+        dataset = self.datasets[split]
+        hp = self.hparams
+        return DataLoader(
+            dataset,
+            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            sampler=EpochSampler(len(dataset), shuffle=train, seed=hp.seed),
+            num_workers=hp.num_workers,
+            collate_fn=self.collator(),
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
