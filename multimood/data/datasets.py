@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -132,9 +132,12 @@ class ChatEncoder:
 # ----------------------------------------------------------------------------------- media issues
 
 
-@dataclass(frozen=True)
-class MediaIssue:
-    """A file that could not be used for one sample (its modality became missing)."""
+class MediaIssue(NamedTuple):
+    """A file that could not be used for one sample (its modality became missing).
+
+    A NamedTuple, not a frozen dataclass: Lightning rebuilds every batch element when it moves a
+    batch to the device, which frozen dataclasses refuse.
+    """
 
     sample_id: str
     modality: str

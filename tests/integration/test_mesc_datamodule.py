@@ -1,0 +1,184 @@
+"""MESCDataModule on the real annotations (text only) and on synthetic media."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules import MESCDataModule
+from multimood.constants import AUDIO_TOKEN, HISTORY_TOKEN, IGNORE_INDEX, VIDEO_TOKEN
+from multimood.data.answer import parse_answer
+from multimood.data.labels import EMOTIONS, STRATEGIES
+from multimood.data.synthetic import make_mesc
+
+REAL_TOKENIZER = "packaged:qwen2-tokenizer"
+
+
+def _decode(tok, ids: torch.Tensor, mask: torch.Tensor | None = None) -> str:
+    if mask is not None:
+        ids = ids[mask.bool()]
+    return tok.decode(ids, skip_special_tokens=False)
+
+
+@pytest.mark.real_data
+def test_text_only_batches_on_the_real_annotations(real_mesc_dir: Path) -> None:
+    dm = MESCDataModule(str(real_mesc_dir), tokenizer=REAL_TOKENIZER, history_mode="text", batch_size=4)
+    dm.setup("fit")
+    counts = dm.data.report.counts
+    assert [counts[s].samples for s in ("train", "val", "test")] == [8034, 990, 1062]
+    batch = next(iter(dm.val_dataloader()))
+    tok = dm.tokenizer
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    assert "video" not in batch
+    assert "audio" not in batch
+    assert "history_ids" not in batch  # text mode: the history is in the prompt
+    samples = dm.datasets["val"].samples[:4]
+    for b, sample in enumerate(samples):
+        text = _decode(tok, batch["input_ids"][b], batch["attention_mask"][b])
+        # The chat: system turn, the user's figure-4 prompt, the assistant's answer.
+        assert text.startswith("<|im_start|>system\n")
+        user = text.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+        for section in ("[CONTEXT]", "Problem:", "Situation:", "[CURRENT CONTEXT]", "[OUTPUT FORMAT]"):
+            assert section in user
+        assert f"Video: {VIDEO_TOKEN}" in user
+        assert f"Audio: {AUDIO_TOKEN}" in user
+        assert HISTORY_TOKEN not in user  # replaced by the turns themselves
+        assert f"Client utterance: {sample.client_text}" in user
+        for turn in sample.history[-2:]:
+            assert turn.text in user
+        # Exactly the answer (and the end of the turn) is supervised.
+        supervised = batch["labels"][b][batch["labels"][b] != IGNORE_INDEX]
+        answer = tok.decode(supervised)
+        assert answer.endswith("<|im_end|>")
+        assert text.endswith(answer)
+        assert text[: -len(answer)].endswith("<|im_start|>assistant\n")
+        parsed = parse_answer(answer.removesuffix("<|im_end|>"))
+        assert parsed.ok
+        assert parsed.client_emotion == sample.client_emotion
+        assert parsed.strategy == sample.strategy
+        assert parsed.response == sample.response
+        assert batch["targets"]["client_emotion"][b] == EMOTIONS.index(sample.client_emotion)
+        assert batch["targets"]["strategy"][b] == STRATEGIES.index(sample.strategy)
+        # The generation prompt is the training sequence minus the answer (left padded).
+        prompt = _decode(tok, batch["prompt_ids"][b], batch["prompt_attention_mask"][b])
+        assert prompt + answer == text
+    assert batch["prompt_attention_mask"][:, -1].all()  # left padding: every prompt ends at the right edge
+
+
+@pytest.mark.real_data
+def test_compressor_history_on_the_real_annotations(real_mesc_dir: Path) -> None:
+    dm = MESCDataModule(
+        str(real_mesc_dir),
+        tokenizer=REAL_TOKENIZER,
+        history_tokenizer="tiny:mamba",
+        history_turns=5,
+        batch_size=3,
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.test_dataloader()))
+    mem = dm.history_tokenizer.mem_token_id
+    for b, sample in enumerate(dm.datasets["test"].samples[:3]):
+        assert len(sample.history) <= 5
+        ids = batch["history_ids"][b][batch["history_attention_mask"][b].bool()]
+        assert int((ids == mem).sum()) == len(sample.history) == int(batch["history_turns"][b])
+        prompt = _decode(dm.tokenizer, batch["input_ids"][b], batch["attention_mask"][b])
+        assert f"Chat history: {HISTORY_TOKEN}" in prompt
+
+
+@pytest.fixture(scope="module")
+def synthetic_mesc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mesc")
+    make_mesc(
+        root,
+        num_dialogues=8,
+        seed=1,
+        width=64,
+        height=48,
+        sample_rate=16_000,
+        channels=1,
+        clip_seconds=(0.6, 1.2),
+    )
+    return root
+
+
+def test_media_tensors_have_the_documented_shapes(synthetic_mesc: Path) -> None:
+    dm = MESCDataModule(
+        str(synthetic_mesc),
+        clips_dir="clips",
+        tokenizer="tiny:qwen2",
+        history_tokenizer="tiny:mamba",
+        num_frames=4,
+        image_size=56,
+        batch_size=3,
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["video"].shape == (3, 4, 3, 56, 56)
+    assert batch["video_mask"].all()
+    assert batch["video"].min() >= -1.0
+    assert batch["video"].max() <= 1.0
+    assert batch["audio"].shape[0] == 3
+    assert batch["audio"].shape[2] == 128
+    assert batch["audio_frame_mask"].shape == batch["audio"].shape[:2]
+    valid = batch["audio_frame_mask"].sum(-1)
+    assert (valid >= 16).all()
+    assert valid.max() == batch["audio"].shape[1]  # padded to the longest in the batch
+    assert batch["media_issues"] == []
+
+
+def test_random_modality_selection_is_seeded_per_sample(synthetic_mesc: Path) -> None:
+    def draws(seed: int, epoch: int) -> dict[str, tuple[str, ...]]:
+        dm = MESCDataModule(
+            str(synthetic_mesc),
+            clips_dir="clips",
+            tokenizer="tiny:qwen2",
+            history_mode="none",
+            modality_probs=(0.3, 0.3, 0.4),
+            num_frames=2,
+            image_size=28,
+            batch_size=4,
+            seed=seed,
+        )
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        out = {}
+        for batch in loader:
+            for b, (sid, chosen) in enumerate(zip(batch["sample_ids"], batch["modalities"], strict=True)):
+                out[sid] = tuple(sorted(chosen))
+                assert (
+                    bool(batch["video_mask"][b]) == ("video" in chosen)
+                    if "video_mask" in batch
+                    else "video" not in chosen
+                )
+                assert (
+                    bool(batch["audio_mask"][b]) == ("audio" in chosen)
+                    if "audio_mask" in batch
+                    else "audio" not in chosen
+                )
+        return out
+
+    first = draws(seed=0, epoch=0)
+    assert first == draws(seed=0, epoch=0)  # same seed and epoch: same draws, whatever the order
+    assert set(first.values()) == {("audio",), ("video",), ("audio", "video")}
+    assert first != draws(seed=0, epoch=1)
+    assert dict(sorted(first.items())) != dict(sorted(draws(seed=5, epoch=0).items()))
+
+
+def test_bad_settings_fail_before_loading(synthetic_mesc: Path) -> None:
+    with pytest.raises(ValueError, match="history_tokenizer"):
+        MESCDataModule(str(synthetic_mesc), tokenizer="tiny:qwen2", history_tokenizer=None)
+    dm = MESCDataModule(str(synthetic_mesc), clips_dir="nope", tokenizer="tiny:qwen2", history_mode="none")
+    with pytest.raises(FileNotFoundError, match="clips_dir"):
+        dm.setup("fit")
+    dm = MESCDataModule(
+        str(synthetic_mesc),
+        clips_dir="clips",
+        tokenizer="tiny:qwen2",
+        history_mode="none",
+        modality_probs=(0.5, 0.5, 0.5),
+    )
+    with pytest.raises(ValueError, match="summing to 1"):
+        dm.setup("fit")
