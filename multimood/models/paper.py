@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=str | None, default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv if argv is not None else None)
-    config = parser.dump(args, format="json", skip_none=False)
+    config = parser.dump(args, format="json")
     model_config = json.loads(config)["model"]
     rows = count_parameters(model_config)
     print(format_table(rows))
