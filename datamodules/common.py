@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from torch.utils.data import DataLoader, Dataset
 
-from multimood.data.datasets import MediaIssueLog
+from multimood.data.datasets import EpochSampler, MediaIssueLog
 
 
 def resolve_data_path(root: str | Path, path: str | None) -> Path | None:
@@ -16,6 +17,19 @@ def resolve_data_path(root: str | Path, path: str | None) -> Path | None:
         return None
     p = Path(path).expanduser()
     return p if p.is_absolute() else Path(root).expanduser() / p
+
+
+def epoch_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int, collate_fn: Any
+) -> DataLoader:
+    """A DataLoader over ``dataset`` with an :class:`EpochSampler` (seeded order and per-item seeds)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), shuffle=shuffle, seed=seed),
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+    )
 
 
 def _stage_and_epoch(trainer: Any) -> tuple[str, int]:

@@ -13,8 +13,8 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from datamodules.common import MediaBatchMixin
-from multimood.data.datasets import ChatEncoder, DFEWDataset, EpochSampler, MediaIssueLog, MultiModalCollator
+from datamodules.common import MediaBatchMixin, epoch_loader
+from multimood.data.datasets import ChatEncoder, DFEWDataset, MediaIssueLog, MultiModalCollator
 from multimood.data.dfew import LabelBase, Source, load_dfew_fold
 from multimood.data.media import VideoLoader
 from multimood.tokenization import load_llm_tokenizer
@@ -103,11 +103,11 @@ class DFEWDataModule(MediaBatchMixin, L.LightningDataModule):
         if split not in self.datasets:
             self.setup()
         hp = self.hparams
-        dataset = self.datasets[split]
-        return DataLoader(
-            dataset,
+        return epoch_loader(
+            self.datasets[split],
             batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            sampler=EpochSampler(len(dataset), shuffle=train, seed=hp.seed),
+            shuffle=train,
+            seed=hp.seed,
             num_workers=hp.num_workers,
             collate_fn=MultiModalCollator(self.tokenizer.pad_token_id),
         )

@@ -15,10 +15,9 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from datamodules.common import MediaBatchMixin, resolve_data_path
+from datamodules.common import MediaBatchMixin, epoch_loader, resolve_data_path
 from multimood.data.datasets import (
     ChatEncoder,
-    EpochSampler,
     HistoryMode,
     MediaIssueLog,
     MESCDataset,
@@ -163,15 +162,14 @@ class MESCDataModule(MediaBatchMixin, L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.datasets:
             self.setup()
-        dataset = self.datasets[split]
         hp = self.hparams
-        return DataLoader(
-            dataset,
+        return epoch_loader(
+            self.datasets[split],
             batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            sampler=EpochSampler(len(dataset), shuffle=train, seed=hp.seed),
+            shuffle=train,
+            seed=hp.seed,
             num_workers=hp.num_workers,
             collate_fn=self.collator(),
-            persistent_workers=False,
         )
 
     def train_dataloader(self) -> DataLoader:

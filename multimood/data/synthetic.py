@@ -135,7 +135,10 @@ from pathlib import Path
 
 import numpy as np
 
+from multimood.data.clips import DEFAULT_EPISODE_PATTERN as EPISODE_PATTERN
 from multimood.data.labels import CLIENT, DFEW_LABELS, EMOTIONS, STRATEGIES, THERAPIST, UNDEFINED_STRATEGY
+from multimood.data.mesc import CSV_COLUMNS as MESC_COLUMNS
+from multimood.data.mesc import clip_name
 
 # ---------------------------------------------------------------------------------------------
 # Low-level writer
@@ -397,21 +400,7 @@ MESC_CLIENT_PRIOR: dict[str, float] = {
     "fear": 0.014,
 }
 
-EPISODE_PATTERN = "S{season:02d}E{episode:02d}.mp4"
-CLIP_PATTERN = "dia{dialogue}_utt{utterance}_{row}.mp4"
 DFEW_FRAME_PATTERN = "{clip:05d}_{frame:05d}.jpg"
-MESC_COLUMNS: tuple[str, ...] = (
-    "Utterance",
-    "Speaker",
-    "Emotion",
-    "Strategy",
-    "Dialogue_ID",
-    "Utterance_ID",
-    "Season",
-    "Episode",
-    "StartTime",
-    "EndTime",
-)
 META_NAME = "synthetic_meta.json"
 RECIPE_VERSION = 1
 
@@ -931,7 +920,7 @@ def make_mesc(
             "episodes_per_season": episodes_per_season,
         },
         "splits": split_ids,
-        "clip_pattern": CLIP_PATTERN,
+        "clip_pattern": "dia{dialogue}_utt{utterance}_{row}.mp4",
         "episode_pattern": EPISODE_PATTERN,
         "shown_columns": ["video", "audio", "text", "description"],
         "shown": [[t.shown[c] for c in ("video", "audio", "text", "description")] for _, _, t in rows],
@@ -943,7 +932,7 @@ def make_mesc(
     if clips:
         clip_dir = out / "clips"
         for row, (dialogue_id, utterance_id, turn) in enumerate(rows):
-            name = CLIP_PATTERN.format(dialogue=dialogue_id, utterance=utterance_id, row=row)
+            name = clip_name(dialogue_id, utterance_id, row)
             _render_clip(clip_dir / name, turn.style, turn.end_ms - turn.start_ms, cfg)
             n_clips += 1
         files["clips"] = clip_dir

@@ -23,7 +23,21 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PACKAGED_BUILDERS", "TINY_BUILDERS"]
+__all__ = ["PACKAGED_BUILDERS", "TINY_BUILDERS", "take_options"]
+
+
+def take_options(
+    name: str, overrides: dict[str, Any], defaults: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """``(seed, options)`` for a builder: ``defaults`` updated by ``overrides``.
+
+    ``seed`` (default 0) is every builder's option; any key that is neither ``seed`` nor in
+    ``defaults`` is an error naming the known ones.
+    """
+    unknown = set(overrides) - set(defaults) - {"seed"}
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {sorted(unknown)}; known: seed, {', '.join(defaults)}")
+    return int(overrides.get("seed", 0)), {**defaults, **{k: v for k, v in overrides.items() if k != "seed"}}
 
 
 def _lazy(target: str):

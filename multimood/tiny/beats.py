@@ -13,6 +13,7 @@ from typing import Any
 
 from multimood.models.beats import BEATsConfig, BEATsEncoder
 from multimood.seeding import seeded
+from multimood.tiny import take_options
 
 CHECKPOINT_NAME = "BEATs_tiny.pt"
 
@@ -52,13 +53,8 @@ def build_tiny_beats(out_dir: Path, overrides: dict[str, Any]) -> None:
     With ``finetuned_model=true`` the file also has the ``predictor`` head and a ``label_dict``
     (``{index: "tiny_label_<index>"}``), like the released fine-tuned checkpoints.
     """
-    seed = int(overrides.pop("seed", 0))
-    unknown = set(overrides) - set(TINY_BEATS_CFG)
-    if unknown:
-        raise ValueError(
-            f"tiny:beats: unknown option(s) {sorted(unknown)}; known: seed, {', '.join(TINY_BEATS_CFG)}"
-        )
-    config = BEATsConfig.from_dict({**TINY_BEATS_CFG, **overrides}, source="tiny:beats")
+    seed, cfg = take_options("tiny:beats", overrides, TINY_BEATS_CFG)
+    config = BEATsConfig.from_dict(cfg, source="tiny:beats")
     label_dict = None
     if config.finetuned_model:
         label_dict = {index: f"tiny_label_{index}" for index in range(config.predictor_class or 0)}

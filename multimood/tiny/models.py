@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from multimood.seeding import seeded
+from multimood.tiny import take_options
 from multimood.tiny.tokenizer import ENDOFTEXT, IM_END
 
 
@@ -36,9 +37,8 @@ def build_tiny_qwen2(out_dir: Path, overrides: dict[str, Any]) -> None:
     """A 2-layer Qwen2ForCausalLM (hidden 64, GQA 4/2 heads) saved with its tokenizer."""
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    seed = int(overrides.pop("seed", 0))
-    tokenizer = _load_tokenizer(overrides.pop("tokenizer", "tiny"))
-    cfg: dict[str, Any] = {
+    defaults = {
+        "tokenizer": "tiny",
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
@@ -48,12 +48,8 @@ def build_tiny_qwen2(out_dir: Path, overrides: dict[str, Any]) -> None:
         "rope_theta": 10000.0,
         "tie_word_embeddings": True,
     }
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ValueError(
-            f"tiny:qwen2: unknown option(s) {sorted(unknown)}; known: seed, tokenizer, {', '.join(cfg)}"
-        )
-    cfg.update(overrides)
+    seed, cfg = take_options("tiny:qwen2", overrides, defaults)
+    tokenizer = _load_tokenizer(cfg.pop("tokenizer"))
     config = Qwen2Config(
         vocab_size=_padded_vocab(len(tokenizer)),
         bos_token_id=None,
@@ -79,9 +75,8 @@ def build_tiny_mamba(out_dir: Path, overrides: dict[str, Any]) -> None:
     """
     from transformers import MambaConfig, MambaForCausalLM
 
-    seed = int(overrides.pop("seed", 0))
-    tokenizer = _load_tokenizer(overrides.pop("tokenizer", "tiny"))
-    cfg: dict[str, Any] = {
+    defaults = {
+        "tokenizer": "tiny",
         "hidden_size": 64,
         "num_hidden_layers": 2,
         "state_size": 16,
@@ -89,12 +84,8 @@ def build_tiny_mamba(out_dir: Path, overrides: dict[str, Any]) -> None:
         "conv_kernel": 4,
         "use_mambapy": True,
     }
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ValueError(
-            f"tiny:mamba: unknown option(s) {sorted(unknown)}; known: seed, tokenizer, {', '.join(cfg)}"
-        )
-    cfg.update(overrides)
+    seed, cfg = take_options("tiny:mamba", overrides, defaults)
+    tokenizer = _load_tokenizer(cfg.pop("tokenizer"))
     pad_id = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
     config = MambaConfig(
         vocab_size=_padded_vocab(len(tokenizer)),
@@ -146,21 +137,16 @@ def build_tiny_bge_m3(out_dir: Path, overrides: dict[str, Any]) -> None:
     """A tiny XLM-RoBERTa folder in BGE-M3's layout: encoder + ``colbert_linear.pt`` + ``sparse_linear.pt``."""
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
-    seed = int(overrides.pop("seed", 0))
-    vocab_size = int(overrides.pop("vocab_size", 1000))
-    cfg: dict[str, Any] = {
+    defaults = {
+        "vocab_size": 1000,
         "hidden_size": 32,
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
         "intermediate_size": 64,
         "max_position_embeddings": 514,
     }
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ValueError(
-            f"tiny:bge-m3: unknown option(s) {sorted(unknown)}; known: seed, vocab_size, {', '.join(cfg)}"
-        )
-    cfg.update(overrides)
+    seed, cfg = take_options("tiny:bge-m3", overrides, defaults)
+    vocab_size = int(cfg.pop("vocab_size"))
     tokenizer = _train_xlmr_tokenizer(vocab_size)
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer),

