@@ -38,3 +38,14 @@ def test_a_misspelled_option_is_caught(tmp_path: Path) -> None:
     bad.write_text((CONFIGS / "data" / "mesc.yaml").read_text().replace("history_turns:", "history_turn:"))
     with pytest.raises(Exception, match="history_turn"):
         _parse(L.LightningDataModule, bad)
+
+
+def test_fit_entry_point_lists_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    import fit
+
+    with pytest.raises(SystemExit) as exit_info:
+        fit.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--ckpt_path" in out
+    assert "--trainer.max_epochs" in out
