@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from multimood.data.datasets import EpochSampler, MediaIssueLog
+from multimood.tokenization import load_llm_tokenizer
 
 
 def resolve_data_path(root: str | Path, path: str | None) -> Path | None:
@@ -52,6 +53,58 @@ class MediaBatchMixin:
         stage, epoch = _stage_and_epoch(getattr(self, "trainer", None))
         self.media_log.record(batch.get("media_issues", ()), batch.get("dropped", ()), stage, epoch)
         return batch
+
+
+class MultiModalDataModule(MediaBatchMixin, L.LightningDataModule):
+    """What the MESC and DFEW modules share: the LLM tokenizer (from ``hparams.tokenizer``), the
+    media-issue log, and seeded DataLoaders over ``self.datasets``.
+
+    Subclasses fill ``self.datasets`` in ``setup`` and give their ``collator()``; ``SPLITS`` maps the
+    Lightning loaders (train/val/test/predict) to dataset names.
+    """
+
+    SPLITS: ClassVar[dict[str, str]] = {"train": "train", "val": "val", "test": "test", "predict": "test"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.media_log = MediaIssueLog()
+        self.datasets: dict[str, Dataset] = {}
+        self._tokenizer: Any = None
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = load_llm_tokenizer(self.hparams.tokenizer)
+        return self._tokenizer
+
+    def collator(self) -> Any:
+        raise NotImplementedError
+
+    def _loader(self, loader: str) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        hp = self.hparams
+        train = loader == "train"
+        return epoch_loader(
+            self.datasets[self.SPLITS[loader]],
+            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            shuffle=train,
+            seed=hp.seed,
+            num_workers=hp.num_workers,
+            collate_fn=self.collator(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
 
 
 class MediaIssueMonitor(L.Callback):

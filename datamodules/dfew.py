@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
-import lightning as L
-from torch.utils.data import DataLoader
-
-from datamodules.common import MediaBatchMixin, epoch_loader
-from multimood.data.datasets import ChatEncoder, DFEWDataset, MediaIssueLog, MultiModalCollator
+from datamodules.common import MultiModalDataModule
+from multimood.data.datasets import ChatEncoder, DFEWDataset, MultiModalCollator
 from multimood.data.dfew import LabelBase, Source, load_dfew_fold
 from multimood.data.media import VideoLoader
-from multimood.tokenization import load_llm_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-class DFEWDataModule(MediaBatchMixin, L.LightningDataModule):
+class DFEWDataModule(MultiModalDataModule):
     """DFEW batches for the fused model: 16 frames, the recognition prompt, ``Emotion: <class>``.
 
     Args:
@@ -46,6 +42,9 @@ class DFEWDataModule(MediaBatchMixin, L.LightningDataModule):
         limit_samples: Use only the first N clips of each split (smoke runs).
     """
 
+    # DFEW has no validation split: validation reads the fold's test split.
+    SPLITS: ClassVar[dict[str, str]] = {"train": "train", "val": "test", "test": "test", "predict": "test"}
+
     def __init__(
         self,
         data_dir: str,
@@ -67,16 +66,7 @@ class DFEWDataModule(MediaBatchMixin, L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
-        self.media_log = MediaIssueLog()
-        self.datasets: dict[str, DFEWDataset] = {}
         self.label_base: int | None = None
-        self._tokenizer: Any = None
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            self._tokenizer = load_llm_tokenizer(self.hparams.tokenizer)
-        return self._tokenizer
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -99,27 +89,5 @@ class DFEWDataModule(MediaBatchMixin, L.LightningDataModule):
                 samples = samples[: hp.limit_samples]
             self.datasets[split] = DFEWDataset(samples, encoder, video)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        if split not in self.datasets:
-            self.setup()
-        hp = self.hparams
-        return epoch_loader(
-            self.datasets[split],
-            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            shuffle=train,
-            seed=hp.seed,
-            num_workers=hp.num_workers,
-            collate_fn=MultiModalCollator(self.tokenizer.pad_token_id),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+    def collator(self) -> MultiModalCollator:
+        return MultiModalCollator(self.tokenizer.pad_token_id)

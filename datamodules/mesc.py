@@ -12,26 +12,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from torch.utils.data import DataLoader
-
-from datamodules.common import MediaBatchMixin, epoch_loader, resolve_data_path
+from datamodules.common import MultiModalDataModule, resolve_data_path
 from multimood.data.datasets import (
     ChatEncoder,
     HistoryMode,
-    MediaIssueLog,
     MESCDataset,
     Modality,
     MultiModalCollator,
 )
 from multimood.data.media import AudioLoader, VideoLoader
 from multimood.data.mesc import MESCData, load_mesc
-from multimood.tokenization import load_llm_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-class MESCDataModule(MediaBatchMixin, L.LightningDataModule):
+class MESCDataModule(MultiModalDataModule):
     """MESC batches: the figure-4 prompt, the four-task answer, clips, and the dialogue history.
 
     Args:
@@ -101,19 +96,10 @@ class MESCDataModule(MediaBatchMixin, L.LightningDataModule):
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.clips_dir = resolve_data_path(data_dir, clips_dir)
-        self.media_log = MediaIssueLog()
         self.data: MESCData | None = None
-        self.datasets: dict[str, MESCDataset] = {}
-        self._tokenizer: Any = None
         self._history_tokenizer: Any = None
 
     # ------------------------------------------------------------------ building
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            self._tokenizer = load_llm_tokenizer(self.hparams.tokenizer)
-        return self._tokenizer
-
     @property
     def history_tokenizer(self) -> Any:
         if self.hparams.history_mode != "compressor":
@@ -158,28 +144,3 @@ class MESCDataModule(MediaBatchMixin, L.LightningDataModule):
 
     def collator(self) -> MultiModalCollator:
         return MultiModalCollator(self.tokenizer.pad_token_id, self.history_tokenizer)
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        if split not in self.datasets:
-            self.setup()
-        hp = self.hparams
-        return epoch_loader(
-            self.datasets[split],
-            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            shuffle=train,
-            seed=hp.seed,
-            num_workers=hp.num_workers,
-            collate_fn=self.collator(),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
