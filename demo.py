@@ -159,13 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loss: first {losses[0]:.3f}, last {losses[-1]:.3f}")
 
     _section("5. generation on the validation split, parsed back into the four tasks")
-    val_batch = next(iter(dm.val_dataloader()))
-    generation_inputs = {
-        **val_batch,
-        "input_ids": val_batch["prompt_ids"],
-        "attention_mask": val_batch["prompt_attention_mask"],
-    }
-    texts = model.generate(generation_inputs, max_new_tokens=48, do_sample=False)
+    texts = model.generate(next(iter(dm.val_dataloader())), max_new_tokens=48, do_sample=False)
     parsed = [parse_answer(t) for t in texts]
     print(f"first answer (synthetic data): {texts[0]!r}")
     print(

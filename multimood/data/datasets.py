@@ -176,10 +176,6 @@ class MediaIssueLog:
 # ----------------------------------------------------------------------------------- datasets
 
 
-def _class_index(value: str, vocabulary: Sequence[str]) -> int:
-    return vocabulary.index(value)
-
-
 class MESCDataset(Dataset):
     """One item per MESC sample (a therapist turn): prompt of paper figure 4, answer of SPEC section 3.
 
@@ -280,9 +276,9 @@ class MESCDataset(Dataset):
             "sample_id": sample.sample_id,
             **self.encoder.encode(self._prompt(sample), answer),
             "targets": {
-                "client_emotion": _class_index(sample.client_emotion, labels.EMOTIONS),
-                "therapist_emotion": _class_index(sample.therapist_emotion, labels.EMOTIONS),
-                "strategy": _class_index(sample.strategy, labels.STRATEGIES),
+                "client_emotion": labels.EMOTIONS.index(sample.client_emotion),
+                "therapist_emotion": labels.EMOTIONS.index(sample.therapist_emotion),
+                "strategy": labels.STRATEGIES.index(sample.strategy),
             },
             "reference": sample.response,
             "media_issues": [],

@@ -260,11 +260,22 @@ class MultiMoodModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch: Mapping[str, Any], **generate_kwargs: Any) -> list[str]:
-        """Answers as text, from the same inputs as training (``labels`` ignored; prompts end
-        with the assistant turn opened). ``generate_kwargs`` go to transformers' ``generate``."""
-        inputs = self.prepare_inputs({k: v for k, v in batch.items() if k != "labels"}, padding_side="left")
+        """Answers as text, from the same batches as training.
+
+        The prompt is ``prompt_ids``/``prompt_attention_mask`` when the batch has them (the data
+        modules provide both: training ids end with the answer, these stop where the assistant
+        turn opens), else ``input_ids``/``attention_mask``. ``labels`` are ignored.
+        ``generate_kwargs`` go to transformers' ``generate`` (default ``max_new_tokens=128``).
+        """
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if "prompt_ids" in batch:
+            inputs["input_ids"], inputs["attention_mask"] = (
+                batch["prompt_ids"],
+                batch["prompt_attention_mask"],
+            )
+        spliced = self.prepare_inputs(inputs, padding_side="left")
         generate_kwargs.setdefault("max_new_tokens", 128)
         new_tokens = self.llm.generate(
-            inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, **generate_kwargs
+            inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, **generate_kwargs
         )
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

@@ -182,3 +182,25 @@ def test_bad_settings_fail_before_loading(synthetic_mesc: Path) -> None:
     )
     with pytest.raises(ValueError, match="summing to 1"):
         dm.setup("fit")
+
+
+def test_generation_reads_the_prompt_of_a_training_batch(synthetic_mesc: Path) -> None:
+    from multimood.models.llm import LanguageModel
+    from multimood.models.multimood import MultiMoodModel
+
+    dm = MESCDataModule(str(synthetic_mesc), tokenizer="tiny:qwen2", history_mode="text", batch_size=2)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    model = MultiMoodModel(LanguageModel("tiny:qwen2")).eval()
+    seen = {}
+    real_prepare = model.prepare_inputs
+
+    def spy(inputs, padding_side="right"):
+        seen.update(inputs)
+        return real_prepare(inputs, padding_side)
+
+    model.prepare_inputs = spy
+    texts = model.generate(batch, max_new_tokens=3, do_sample=False)
+    assert len(texts) == 2
+    assert torch.equal(seen["input_ids"], batch["prompt_ids"])  # the answer is not in the generation input
+    assert "labels" not in seen
