@@ -19,7 +19,6 @@ architecture). :func:`load_videollama2_av` then fills the other parts, strictly.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,43 +72,30 @@ def checkpoint_files(folder: str | Path) -> list[Path]:
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin (or their index) in {folder}")
 
 
-def iter_tensors(folder: str | Path, prefixes: tuple[str, ...]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(key, tensor) for every key starting with one of ``prefixes``, reading shards lazily."""
+def scan_checkpoint(
+    folder: str | Path, prefixes: tuple[str, ...]
+) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """Every key of a checkpoint folder, and the tensors of the keys starting with ``prefixes``.
+
+    One pass over the shards: safetensors shards list their keys without reading tensors and
+    hand over only the matching ones; a torch ``.bin`` shard is loaded once.
+    """
     from safetensors import safe_open
 
+    keys: list[str] = []
+    tensors: dict[str, torch.Tensor] = {}
     for path in checkpoint_files(folder):
         if path.suffix == ".safetensors":
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    keys.append(key)
                     if key.startswith(prefixes):
-                        yield key, f.get_tensor(key)
+                        tensors[key] = f.get_tensor(key)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            for key, value in state.items():
-                if key.startswith(prefixes):
-                    yield key, value
-
-
-def _all_keys(folder: str | Path) -> list[str]:
-    from safetensors import safe_open
-
-    keys: list[str] = []
-    for path in checkpoint_files(folder):
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                keys.extend(f.keys())
-        else:
-            keys.extend(torch.load(path, map_location="cpu", weights_only=True).keys())
-    return keys
-
-
-def _submodule(model: nn.Module, dotted: str) -> nn.Module | None:
-    module: nn.Module | None = model
-    for part in dotted.split("."):
-        module = getattr(module, part, None)
-        if module is None:
-            return None
-    return module
+            keys.extend(state)
+            tensors.update((k, v) for k, v in state.items() if k.startswith(prefixes))
+    return keys, tensors
 
 
 def _load_component(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -144,12 +130,9 @@ def load_videollama2_av(model: nn.Module, folder: str, strict: bool = True) -> L
     """
     path = resolve(folder)
     report = LoadReport()
-    keys = _all_keys(path)
-    known = (
-        tuple(p for p, _ in VIDEOLLAMA2_AV_COMPONENTS)
-        + VIDEOLLAMA2_LLM_PREFIXES
-        + VIDEOLLAMA2_SKIPPED_PREFIXES
-    )
+    component_prefixes = tuple(p for p, _ in VIDEOLLAMA2_AV_COMPONENTS)
+    keys, tensors = scan_checkpoint(path, component_prefixes)
+    known = component_prefixes + VIDEOLLAMA2_LLM_PREFIXES + VIDEOLLAMA2_SKIPPED_PREFIXES
     unknown = [k for k in keys if not k.startswith(known)]
     if strict and unknown:
         raise CheckpointMismatchError(f"{path}: keys that belong to no known part: {unknown[:20]}")
@@ -161,13 +144,16 @@ def load_videollama2_av(model: nn.Module, folder: str, strict: bool = True) -> L
     for prefix, target in VIDEOLLAMA2_AV_COMPONENTS:
         own = [k for k in keys if k.startswith(prefix) and k not in claimed]
         claimed.update(own)
-        module = _submodule(model, target)
+        try:
+            module = model.get_submodule(target)
+        except AttributeError:
+            module = None
         if module is None:
             report.skipped[prefix] = len(own)
             continue
         if not own:
             raise CheckpointMismatchError(f"{path}: no {prefix}* keys for the model's {target}")
-        state = {k[len(prefix) :]: v for k, v in iter_tensors(path, (prefix,)) if k in own}
+        state = {k[len(prefix) :]: tensors[k] for k in own}
         _load_component(
             module, state, f"{path}: {prefix}* into the model's {target} ({type(module).__name__})"
         )
