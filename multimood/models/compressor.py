@@ -443,22 +443,30 @@ class MambaHistoryCompressor(nn.Module):
 
     @classmethod
     def paper_config_on_meta(
-        cls, llm_hidden_size: int = 3584, projector: ProjectorType = "linear", lora_r: int = 0
+        cls,
+        llm_hidden_size: int = 3584,
+        projector: ProjectorType = "linear",
+        lora_r: int = 0,
+        backbone_config: Any = None,
     ) -> MambaHistoryCompressor:
         """The paper's compressor (Mamba-370M + P_H) on the ``meta`` device: shapes, no weights, no download.
 
         For parameter counts and memory planning (:meth:`parameter_counts`). ``lora_r > 0`` adds the
-        paper's adapters (alpha 2r) on the default targets. Not runnable; no tokenizer is attached.
+        paper's adapters (alpha 2r) on the default targets. ``backbone_config`` (a ``MambaConfig``)
+        replaces Mamba-370M's, e.g. one read from a local folder. Not runnable; no tokenizer is attached.
         """
         from transformers import MambaModel
 
+        config = backbone_config if backbone_config is not None else paper_backbone_config()
         obj = cls.__new__(cls)
         nn.Module.__init__(obj)
         obj.history_tokenizer = None
         with torch.device("meta"):
-            model = MambaModel(paper_backbone_config())
-        # <MEM> would be the first token added to GPT-NeoX's 50,277-token vocabulary.
-        obj._assemble(model, llm_hidden_size=llm_hidden_size, projector=projector, mem_token_id=50277)
+            model = MambaModel(config)
+        # The id <MEM> would get as the first token added to the tokenizer (50,277 for GPT-NeoX);
+        # on the meta device it only has to lie outside the vocabulary.
+        mem_token_id = 50277 if backbone_config is None else config.vocab_size
+        obj._assemble(model, llm_hidden_size=llm_hidden_size, projector=projector, mem_token_id=mem_token_id)
         if lora_r > 0:
             obj._add_lora(r=lora_r, alpha=2 * lora_r, dropout=0.0, targets=list(DEFAULT_LORA_TARGETS))
         return obj

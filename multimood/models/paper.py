@@ -244,21 +244,16 @@ def count_parameters(model_config: dict[str, Any]) -> list[ComponentCount]:
         projector = history_args.get("projector", "linear")
         lora_r = history_args.get("lora_r", 0)
         local = _local(backbone)
+        backbone_config = None
+        source = "known architecture of state-spaces/mamba-370m-hf"
         if local is not None:
-            from transformers import MambaConfig, MambaModel
+            from transformers import MambaConfig
 
-            with torch.device("meta"):
-                backbone_model = MambaModel(MambaConfig.from_pretrained(local))
-            counts = {"backbone": _count(backbone_model.parameters()), "lora": 0}
-            proj_in = backbone_model.config.hidden_size
-            head = proj_in * d + d if projector == "linear" else proj_in * d + d + d * d + d
-            counts.update(projector=head, mem_embedding=proj_in)
+            backbone_config = MambaConfig.from_pretrained(local)
             source = f"{local}/config.json"
-        else:
-            counts = MambaHistoryCompressor.paper_config_on_meta(
-                d, projector=projector, lora_r=lora_r
-            ).parameter_counts()
-            source = "known architecture of state-spaces/mamba-370m-hf"
+        counts = MambaHistoryCompressor.paper_config_on_meta(
+            d, projector=projector, lora_r=lora_r, backbone_config=backbone_config
+        ).parameter_counts()
         total = counts["backbone"] + counts["lora"] + counts["projector"] + counts["mem_embedding"]
         trainable = (
             counts["lora"]
