@@ -139,7 +139,6 @@ class MESCDataModule(MultiModalDataModule):
                 max_client_clips=hp.max_client_clips,
                 history_mode=hp.history_mode,
                 history_tokenizer=self.history_tokenizer,
-                descriptions=hp.descriptions,
             )
 
     def collator(self) -> MultiModalCollator:

@@ -195,7 +195,8 @@ class MESCDataset(Dataset):
             or ``none`` (no history).
         history_tokenizer: the compressor's :class:`~multimood.models.compressor.HistoryTokenizer`
             (``history_mode="compressor"``).
-        descriptions: write each history turn's generated description (paper's "w/o desc" off).
+
+    Descriptions are whatever the samples carry (``load_mesc(descriptions=...)`` decides).
     """
 
     def __init__(
@@ -210,7 +211,6 @@ class MESCDataset(Dataset):
         max_client_clips: int | None = 5,
         history_mode: HistoryMode = "compressor",
         history_tokenizer: Any | None = None,
-        descriptions: bool = True,
     ) -> None:
         if history_mode not in ("compressor", "text", "none"):
             raise ValueError(f"history_mode must be compressor, text or none, got {history_mode!r}")
@@ -236,19 +236,21 @@ class MESCDataset(Dataset):
         self.encoder = encoder
         self.clips_dir = None if clips_dir is None else Path(clips_dir)
         self.modalities = tuple(modalities) if self.clips_dir is not None else ()
-        self.modality_probs = None if modality_probs is None else np.asarray(modality_probs, dtype=float)
+        # Text only (no clips): nothing to draw from.
+        self.modality_probs = (
+            None if modality_probs is None or not self.modalities else np.asarray(modality_probs, dtype=float)
+        )
         self.video_loader = video_loader or VideoLoader()
         self.audio_loader = audio_loader or AudioLoader()
         self.max_client_clips = max_client_clips
         self.history_mode = history_mode
         self.history_tokenizer = history_tokenizer
-        self.descriptions = descriptions
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _history_lines(self, sample: Sample) -> list[str]:
-        return [format_history_turn(turn, with_description=self.descriptions) for turn in sample.history]
+        return [format_history_turn(turn) for turn in sample.history]
 
     def _prompt(self, sample: Sample) -> str:
         prompt = build_mesc_prompt(

@@ -24,10 +24,18 @@ def _decode(tok, ids: torch.Tensor, mask: torch.Tensor | None = None) -> str:
 
 @pytest.mark.real_data
 def test_text_only_batches_on_the_real_annotations(real_mesc_dir: Path) -> None:
-    dm = MESCDataModule(str(real_mesc_dir), tokenizer=REAL_TOKENIZER, history_mode="text", batch_size=4)
+    # modality_probs is irrelevant without clips and must not get in the way.
+    dm = MESCDataModule(
+        str(real_mesc_dir),
+        tokenizer=REAL_TOKENIZER,
+        history_mode="text",
+        batch_size=4,
+        modality_probs=(0.2, 0.2, 0.6),
+    )
     dm.setup("fit")
     counts = dm.data.report.counts
     assert [counts[s].samples for s in ("train", "val", "test")] == [8034, 990, 1062]
+    assert "video" not in next(iter(dm.train_dataloader()))
     batch = next(iter(dm.val_dataloader()))
     tok = dm.tokenizer
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
