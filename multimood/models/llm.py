@@ -165,8 +165,3 @@ class LanguageModel(nn.Module):
         """The wrapped model's ``generate``; with ``inputs_embeds`` it returns only new tokens."""
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         return self.model.generate(**kwargs)
-
-    def trainable_parameters(self) -> dict[str, int]:
-        total = sum(p.numel() for p in self.parameters())
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return {"total": total, "trainable": trainable}

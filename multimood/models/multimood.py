@@ -91,9 +91,8 @@ class MultiMoodModel(nn.Module):
         self.audio_tower = audio_tower
         self.audio_projector = _build(audio_projector, getattr(audio_tower, "output_dim", 0), d)
         self.history_compressor = _build(history_compressor, d)
-        tok = llm.tokenizer
-        self.token_ids = {t: tok.convert_tokens_to_ids(t) for t in (VIDEO_TOKEN, AUDIO_TOKEN, HISTORY_TOKEN)}
-        self.pad_token_id = tok.pad_token_id
+        self.token_ids = dict(llm.placeholder_ids)  # <video>, <audio>, <history> -> token id
+        self.pad_token_id = llm.tokenizer.pad_token_id
 
     @property
     def tokenizer(self) -> Any:
