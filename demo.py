@@ -96,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
     )
 
+    from multimood.count_params import count_parameters, format_table
     from multimood.data.answer import parse_answer, parse_failure_rate
     from multimood.hub import cache_root, resolve
     from multimood.models.multimood import MultiMoodModel
-    from multimood.models.paper import count_parameters, format_table
 
     L.seed_everything(args.seed, verbose=False)
     out = Path(args.out)

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import write_row
+from multimood.data.history import build_history_ids
 from multimood.data.mesc import format_history_turn, load_mesc
 from multimood.hub import resolve
-from multimood.models.compressor import build_history_ids
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_TABLE_6 = {"train": (863.5, 12.2, 98.59), "test": (872.3, 12.1, 98.61)}

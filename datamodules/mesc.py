@@ -105,7 +105,7 @@ class MESCDataModule(MultiModalDataModule):
         if self.hparams.history_mode != "compressor":
             return None
         if self._history_tokenizer is None:
-            from multimood.models.compressor import HistoryTokenizer
+            from multimood.data.history import HistoryTokenizer
 
             self._history_tokenizer = HistoryTokenizer(
                 self.hparams.history_tokenizer, max_tokens=self.hparams.history_max_tokens

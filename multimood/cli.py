@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "build (if needed) and print the local folder of tiny:/packaged: model names",
     ),
     "count-params": (
-        "multimood.models.paper",
+        "multimood.count_params",
         "count a model YAML's parameters (total, trainable) on the meta device, without downloading",
     ),
     "cut-clips": (
@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "rebuild the MESC splits and samples from the annotations and print the counts",
     ),
     "synth": (
-        "multimood.data.synthetic",
+        "multimood.data.synthetic.cli",
         "write a synthetic MESC or DFEW dataset in the real file formats",
     ),
 }

@@ -118,6 +118,25 @@ def _build_cached(scheme: str, kind: str, overrides: dict[str, Any], builder: Bu
     return target
 
 
+def register_folder_architectures(folder: str | Path) -> None:
+    """Make a folder written by the tiny kit loadable by its path, not only by its ``tiny:`` name.
+
+    open_clip builds a timm trunk from its name alone, so a tiny ViT named in a folder's
+    ``open_clip_config.json`` must be registered with timm before the folder loads; this does it
+    (and nothing for any other folder). Loaders call it for local folders, so model code never
+    imports the tiny kit itself.
+    """
+    config_path = Path(folder) / "open_clip_config.json"
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text())
+    timm_name = config.get("model_cfg", {}).get("vision_cfg", {}).get("timm_model_name") or ""
+    from multimood.tiny import siglip as tiny_siglip
+
+    if tiny_siglip.is_tiny_vit_name(timm_name):
+        tiny_siglip.register_tiny_vit(timm_name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``multimood resolve NAME...``: build built-in artifacts and print where they are."""
     from multimood.cli import make_parser

@@ -193,7 +193,7 @@ class MESCDataset(Dataset):
         history_mode: ``compressor`` (history ids for the ConvCompressor, ``<history>`` replaced
             by its memory), ``text`` (``<history>`` replaced by the formatted turns, one per line)
             or ``none`` (no history).
-        history_tokenizer: the compressor's :class:`~multimood.models.compressor.HistoryTokenizer`
+        history_tokenizer: the compressor's :class:`~multimood.data.history.HistoryTokenizer`
             (``history_mode="compressor"``).
 
     Descriptions are whatever the samples carry (``load_mesc(descriptions=...)`` decides).

@@ -4,7 +4,7 @@ Video (SPEC section 2, as in VideoLLaMA2): ``num_frames`` frames at the midpoint
 segments of the clip, decoded with decord (only those frames), padded to a square with the
 normalisation mean as colour, resized to ``image_size`` (bicubic, antialiased) and normalised.
 Audio: the clip's audio track decoded with PyAV, averaged to mono, resampled to 16 kHz, turned
-into the BEATs fbank (:func:`multimood.models.beats.beats_fbank`) and cropped to a maximum length.
+into the BEATs fbank (:func:`multimood.data.fbank.beats_fbank`) and cropped to a maximum length.
 
 Several clips of one sample (a client turn spanning consecutive utterance clips) form one
 timeline: frames are sampled over the concatenated clips, waveforms are concatenated.
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from multimood.models.beats import (
+from multimood.data.fbank import (
     BEATS_FRAME_LENGTH_MS,
     BEATS_FRAME_SHIFT_MS,
     BEATS_SAMPLE_RATE,

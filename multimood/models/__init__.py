@@ -5,7 +5,7 @@ Every class here is importable as ``multimood.models.<Name>``, the ``class_path`
 
 from multimood.models.audio import AudioTower
 from multimood.models.beats import BEATsConfig, BEATsEncoder
-from multimood.models.compressor import HistoryTokenizer, MambaHistoryCompressor
+from multimood.models.compressor import MambaHistoryCompressor
 from multimood.models.llm import LanguageModel
 from multimood.models.multimood import MultiMoodModel
 from multimood.models.projectors import AudioProjector
@@ -17,7 +17,6 @@ __all__ = [
     "AudioTower",
     "BEATsConfig",
     "BEATsEncoder",
-    "HistoryTokenizer",
     "LanguageModel",
     "MambaHistoryCompressor",
     "MultiMoodModel",

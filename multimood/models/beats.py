@@ -1,7 +1,6 @@
 """BEATs audio encoder (Chen et al. 2023), read from official checkpoint files.
 
-This module starts with BEATs' input features, which the data pipeline also uses (so that fbanks
-can be computed in DataLoader workers and cached); the encoder itself follows. It is our own code;
+Its input features (the kaldi fbank) live in :mod:`multimood.data.fbank`. It is our own code;
 module and parameter names follow microsoft/unilm ``beats/`` so that the released checkpoints
 (``BEATs_iter3_plus_AS2M*.pt``) load unchanged and what we save loads in the official code.
 """
@@ -19,45 +18,15 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-import torchaudio.compliance.kaldi as kaldi
 from torch import nn
 
-# BEATs' input: 16 kHz mono, scaled to 16-bit integer range, kaldi fbank with 128 mel bins over
-# 25 ms windows every 10 ms, normalised with the AudioSet statistics BEATs was trained with.
-BEATS_SAMPLE_RATE = 16_000
-BEATS_MEL_BINS = 128
-BEATS_FRAME_LENGTH_MS = 25.0
-BEATS_FRAME_SHIFT_MS = 10.0
-BEATS_FBANK_MEAN = 15.41663
-BEATS_FBANK_STD = 6.55582
-
-
-def fbank_num_frames(num_samples: int) -> int:
-    """Frames kaldi's fbank yields for ``num_samples`` at 16 kHz (snip_edges: whole windows only)."""
-    window = int(BEATS_SAMPLE_RATE * BEATS_FRAME_LENGTH_MS / 1000)
-    shift = int(BEATS_SAMPLE_RATE * BEATS_FRAME_SHIFT_MS / 1000)
-    return 0 if num_samples < window else 1 + (num_samples - window) // shift
-
-
-def beats_fbank(waveform: torch.Tensor) -> torch.Tensor:
-    """Normalised BEATs fbank of one mono 16 kHz waveform in [-1, 1].
-
-    waveform: (num_samples,) -> (num_frames, 128). Raises ValueError for clips shorter than one
-    25 ms window (kaldi cannot frame them).
-    """
-    if waveform.dim() != 1:
-        raise ValueError(f"beats_fbank expects a 1-D mono waveform, got shape {tuple(waveform.shape)}")
-    if fbank_num_frames(waveform.numel()) == 0:
-        raise ValueError(f"audio too short for one fbank frame: {waveform.numel()} samples at 16 kHz")
-    fbank = kaldi.fbank(
-        waveform.float().unsqueeze(0) * 2**15,
-        num_mel_bins=BEATS_MEL_BINS,
-        sample_frequency=BEATS_SAMPLE_RATE,
-        frame_length=BEATS_FRAME_LENGTH_MS,
-        frame_shift=BEATS_FRAME_SHIFT_MS,
-    )
-    return (fbank - BEATS_FBANK_MEAN) / (2 * BEATS_FBANK_STD)
-
+from multimood.data.fbank import (
+    BEATS_FRAME_LENGTH_MS,
+    BEATS_FRAME_SHIFT_MS,
+    BEATS_MEL_BINS,
+    BEATS_SAMPLE_RATE,
+    beats_fbank,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Checkpoint configuration

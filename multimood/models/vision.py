@@ -26,14 +26,13 @@ gradients when the tower is unfrozen). The open_clip text tower is discarded as 
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from multimood.hub import resolve
+from multimood.hub import register_folder_architectures, resolve
 
 Backend = Literal["open_clip", "transformers"]
 
@@ -142,7 +141,11 @@ class VisionTower(nn.Module):
         if name.startswith("local-dir:"):
             name = name[len("local-dir:") :]
         if Path(name).is_dir():
-            self._register_tiny_trunk(Path(name))
+            if not (Path(name) / "open_clip_config.json").is_file():
+                raise FileNotFoundError(
+                    f"{name} is not an open_clip folder: open_clip_config.json is missing"
+                )
+            register_folder_architectures(name)
             open_clip_name, kwargs = f"local-dir:{name}", {}
         elif name.startswith("hf-hub:"):
             open_clip_name, kwargs = name, {}
@@ -200,19 +203,6 @@ class VisionTower(nn.Module):
         self.image_mean = tuple(float(v) for v in cfg["mean"])
         self.image_std = tuple(float(v) for v in cfg["std"])
         self.interpolation = str(cfg.get("interpolation", "bicubic"))
-
-    @staticmethod
-    def _register_tiny_trunk(folder: Path) -> None:
-        """Register with timm the tiny test ViT a folder's config names (open_clip builds trunks by name)."""
-        config_path = folder / "open_clip_config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{folder} is not an open_clip folder: {config_path.name} is missing")
-        config = json.loads(config_path.read_text())
-        timm_name = config.get("model_cfg", {}).get("vision_cfg", {}).get("timm_model_name") or ""
-        from multimood.tiny import siglip as tiny_siglip
-
-        if tiny_siglip.is_tiny_vit_name(timm_name):
-            tiny_siglip.register_tiny_vit(timm_name)
 
     def _load_transformers(self, model_name: str) -> None:
         from transformers import AutoConfig, AutoImageProcessor

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from multimood.data.labels import DFEW_LABELS, EMOTIONS, STRATEGIES
-from multimood.data.synthetic import synthetic_vocabulary
+from multimood.data.synthetic.text import synthetic_vocabulary
 
 _CONVERSATION = """\
 I have been feeling tired for weeks and I do not know why. Tell me more about that.

@@ -10,9 +10,9 @@ import torch
 from multimood.constants import IGNORE_INDEX
 from multimood.data.answer import format_answer, parse_answer
 from multimood.data.datasets import ChatEncoder
+from multimood.data.fbank import beats_fbank
 from multimood.data.prompt import build_mesc_prompt
 from multimood.models.audio import AudioTower
-from multimood.models.beats import beats_fbank
 from multimood.models.llm import LanguageModel
 from multimood.models.multimood import MultiMoodModel
 from multimood.models.projectors import AudioProjector

@@ -10,9 +10,9 @@ import torch
 
 from multimood.constants import AUDIO_TOKEN, HISTORY_TOKEN, IGNORE_INDEX, VIDEO_TOKEN
 from multimood.data.answer import format_answer, parse_answer
+from multimood.data.fbank import beats_fbank
 from multimood.data.prompt import build_mesc_prompt
 from multimood.models.audio import AudioTower
-from multimood.models.beats import beats_fbank
 from multimood.models.compressor import MambaHistoryCompressor
 from multimood.models.llm import LanguageModel
 from multimood.models.multimood import MultiMoodModel

@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from multimood.data.fbank import beats_fbank, fbank_num_frames
 from multimood.hub import resolve
-from multimood.models.beats import (
-    BEATsConfig,
-    BEATsEncoder,
-    _WeightNormConv1d,
-    beats_fbank,
-    fbank_num_frames,
-)
+from multimood.models.beats import BEATsConfig, BEATsEncoder, _WeightNormConv1d
 from multimood.tiny.beats import CHECKPOINT_NAME, TINY_BEATS_CFG, build_tiny_beats
 
 # State-dict names of microsoft/unilm beats/BEATs.py + backbone.py for a 2-layer model with

@@ -8,13 +8,8 @@ import pytest
 import torch
 
 from multimood.constants import MEM_TOKEN
-from multimood.models.compressor import (
-    HistoryTokenizer,
-    MambaHistoryCompressor,
-    build_history_ids,
-    pad_history_batch,
-    paper_backbone_config,
-)
+from multimood.data.history import HistoryTokenizer, build_history_ids, pad_history_batch
+from multimood.models.compressor import MambaHistoryCompressor, paper_backbone_config
 
 LLM_HIDDEN = 24
 # Turns as multimood.data.mesc.format_history_turn writes them.

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from jsonargparse import ArgumentParser
 
+from multimood.count_params import count_parameters, main
 from multimood.models.multimood import MultiMoodModel
-from multimood.models.paper import count_parameters, main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 

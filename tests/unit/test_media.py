@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from multimood.data import media
+from multimood.data.fbank import beats_fbank, fbank_num_frames
 from multimood.data.media import (
     AudioLoader,
     MediaError,
@@ -27,7 +28,6 @@ from multimood.data.media import (
     segment_midpoints,
 )
 from multimood.data.synthetic import write_clip
-from multimood.models.beats import beats_fbank, fbank_num_frames
 
 
 def grey_frames(levels: list[int], height: int = 48, width: int = 64) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from multimood.hub import resolve
+from multimood.hub import register_folder_architectures, resolve
 
 # Qwen2-7B (the LLM of VideoLLaMA2.1-7B-AV and Qwen2-7B-Instruct), from their config.json.
 QWEN2_7B: dict[str, Any] = {
@@ -147,9 +147,7 @@ def _vision_count(args: dict[str, Any]) -> tuple[int, int, int, tuple[int, int],
     if local is not None:
         model_cfg = json.loads((local / "open_clip_config.json").read_text())["model_cfg"]
         source = f"{local}/open_clip_config.json"
-        import multimood.tiny.siglip as tiny_siglip
-
-        tiny_siglip.register_tiny_vit(model_cfg["vision_cfg"]["timm_model_name"])
+        register_folder_architectures(local)
     else:
         builtin = name.split("/")[-1] if name.startswith("hf-hub:") else name
         model_cfg = open_clip.get_model_config(builtin)
