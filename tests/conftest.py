@@ -1,7 +1,12 @@
-"""Test-wide guarantees: no network, no hub, a private model cache, and the real-data location.
+"""Test-wide guarantees: no network, no hub, private caches, the real-data location, shared data.
 
 Every test runs with the Hugging Face offline switches set and with sockets blocked (only
 AF_UNIX, which multiprocessing uses, stays open): a test that reaches for the network fails.
+``HF_HOME`` points at an empty temporary folder, so a machine with a real hub cache behaves like CI.
+
+Real MESC annotations: tests that read them take the ``real_mesc_dir`` fixture and carry the
+``real_data`` marker (collection fails otherwise). Without the files they are skipped with the
+reason, unless ``MULTIMOOD_REQUIRE_REAL_DATA=1`` (set by ``.ci/run``), which makes the absence a failure.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Set before anything imports transformers / huggingface_hub, which read them at import time.
+for _variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE"):
+    os.environ.pop(_variable, None)  # they would override HF_HOME below
+_HF_HOME = tempfile.mkdtemp(prefix="multimood-test-hf-home-")
 os.environ.update(
+    HF_HOME=_HF_HOME,
     HF_HUB_OFFLINE="1",
     TRANSFORMERS_OFFLINE="1",
     HF_DATASETS_OFFLINE="1",
@@ -57,6 +66,21 @@ def pytest_configure(config: pytest.Config) -> None:
         cache = tempfile.mkdtemp(prefix="multimood-test-cache-")
         config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
     os.environ["MULTIMOOD_CACHE"] = cache
+    config.add_cleanup(lambda: shutil.rmtree(_HF_HOME, ignore_errors=True))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "real_mesc_dir" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("real_data") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that read the real MESC annotations must be marked @pytest.mark.real_data: "
+            + ", ".join(unmarked)
+        )
 
 
 def mesc_data_dir() -> Path:
@@ -66,11 +90,36 @@ def mesc_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def real_mesc_dir() -> Path:
-    """The real MESC annotation folder; tests using it are skipped, with the reason, when it is absent."""
+    """The real MESC annotation folder. When it is absent, tests using it are skipped with the reason,
+    or fail when ``MULTIMOOD_REQUIRE_REAL_DATA=1`` (CI)."""
     path = mesc_data_dir()
     missing = [name for name in ("MESC.csv", "val.json", "test.json") if not (path / name).is_file()]
     if missing:
-        pytest.skip(
-            f"real MESC annotations not found in {path} (missing {', '.join(missing)}); set MULTIMOOD_MESC_DIR"
-        )
+        message = f"real MESC annotations not found in {path} (missing {', '.join(missing)}); set MULTIMOOD_MESC_DIR"
+        if os.environ.get("MULTIMOOD_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(message + " (MULTIMOOD_REQUIRE_REAL_DATA=1: they are required here)")
+        pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_mesc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small synthetic MESC for the whole session (clips 64x48 at 10 fps, 16 kHz mono audio).
+
+    Shared: treat it as read-only; a test that damages or edits files copies it first
+    (``shutil.copytree``).
+    """
+    from multimood.data.synthetic import make_mesc
+
+    root = tmp_path_factory.mktemp("synthetic-mesc")
+    make_mesc(
+        root,
+        num_dialogues=8,
+        seed=1,
+        width=64,
+        height=48,
+        sample_rate=16_000,
+        channels=1,
+        clip_seconds=(0.6, 1.2),
+    )
+    return root

@@ -11,8 +11,7 @@ by another one. A DFEW sample whose video fails has no input left: it is dropped
 counted the same way.
 
 Randomness (the paper's random modality selection, p = [p_a, p_v, p_av], section 3.3) comes from
-:class:`EpochSampler`, which hands every index its own seed derived from (seed, epoch, index): the
-draw does not depend on worker assignment, and a resumed run draws what an uninterrupted one did.
+the seed :class:`~multimood.data.sampling.EpochSampler` hands every index with it.
 """
 
 from __future__ import annotations
@@ -20,22 +19,23 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from multimood.constants import HISTORY_TOKEN, IGNORE_INDEX
 from multimood.data import labels
 from multimood.data.answer import format_answer, format_dfew_answer
 from multimood.data.dfew import DFEWSample
-from multimood.data.media import AudioLoader, MediaError, VideoLoader, pad_fbanks
+from multimood.data.media import MEDIA_ERROR_REASONS, AudioLoader, MediaError, VideoLoader, pad_fbanks
 from multimood.data.mesc import Sample, format_history_turn
 from multimood.data.prompt import build_dfew_prompt, build_mesc_prompt
+from multimood.data.sampling import split_key
 
 log = logging.getLogger(__name__)
 
@@ -43,47 +43,6 @@ HistoryMode = Literal["compressor", "text", "none"]
 Modality = Literal["video", "audio"]
 # Index order of the paper's modality probabilities p = [p_a, p_v, p_av] (section 3.3).
 MODALITY_CHOICES: tuple[tuple[str, ...], ...] = (("audio",), ("video",), ("audio", "video"))
-
-
-# ----------------------------------------------------------------------------------- sampling
-
-
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, item_seed)``: shuffled per epoch (optional), each item with its own seed.
-
-    Lightning calls :meth:`set_epoch` at every epoch start (and wraps this sampler for DDP), so
-    shuffling and per-item randomness depend only on (seed, epoch, index).
-    """
-
-    def __init__(self, num_items: int, shuffle: bool, seed: int = 0) -> None:
-        self.num_items = num_items
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_items
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = np.arange(self.num_items)
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
-        for index in order.tolist():
-            yield index, item_seed(self.seed, self.epoch, index)
-
-
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
-
-
-def _split_key(key: int | tuple[int, int]) -> tuple[int, int]:
-    """Datasets accept a plain index (seed 0) or a sampler key ``(index, item_seed)``."""
-    if isinstance(key, tuple):
-        return int(key[0]), int(key[1])
-    return int(key), item_seed(0, 0, int(key))
 
 
 # ----------------------------------------------------------------------------------- tokenising
@@ -162,6 +121,14 @@ class MediaIssueLog:
                 log.warning(
                     "%s: %s missing for %s (%s)", issue.path, issue.modality, issue.sample_id, issue.reason
                 )
+
+    TOTAL_KEYS: ClassVar[tuple[str, ...]] = ("missing_video", "missing_audio", "dropped")
+
+    @classmethod
+    def summary_keys(cls) -> tuple[str, ...]:
+        """Every key :meth:`summary` can return, in a fixed order (ranks sum counts key by key)."""
+        reasons = tuple(f"{m}/{r}" for m in ("video", "audio") for r in MEDIA_ERROR_REASONS)
+        return cls.TOTAL_KEYS + reasons
 
     def summary(self, stage: str, epoch: int) -> dict[str, int]:
         """Counts: ``missing_<modality>``, ``<modality>/<reason>`` and ``dropped`` samples."""
@@ -269,7 +236,7 @@ class MESCDataset(Dataset):
         return MODALITY_CHOICES[draw]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, seed = _split_key(key)
+        index, seed = split_key(key)
         sample = self.samples[index]
         answer = format_answer(
             sample.client_emotion, sample.therapist_emotion, sample.strategy, sample.response
@@ -331,7 +298,7 @@ class DFEWDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, _ = _split_key(key)
+        index, _ = split_key(key)
         sample = self.samples[index]
         item: dict[str, Any] = {"sample_id": sample.name, "media_issues": [], "modalities": ("video",)}
         try:

@@ -44,6 +44,7 @@ def test_round_trip_every_label_combination() -> None:
         assert parsed.strategy_index == labels.STRATEGIES.index(strategy)
 
 
+@pytest.mark.real_data
 def test_round_trip_every_real_sample(real_mesc_dir: Path) -> None:
     from multimood.data.mesc import load_mesc
 

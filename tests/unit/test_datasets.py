@@ -8,27 +8,11 @@ import torch
 from multimood.constants import IGNORE_INDEX
 from multimood.data.datasets import (
     ChatEncoder,
-    EpochSampler,
     MediaIssue,
     MediaIssueLog,
     MultiModalCollator,
-    item_seed,
 )
 from multimood.tokenization import load_llm_tokenizer
-
-
-def test_epoch_sampler_is_a_function_of_seed_epoch_and_index() -> None:
-    sampler = EpochSampler(20, shuffle=True, seed=3)
-    first = list(sampler)
-    assert first == list(sampler)
-    assert sorted(i for i, _ in first) == list(range(20))
-    assert all(s == item_seed(3, 0, i) for i, s in first)  # the seed follows the index, not the position
-    sampler.set_epoch(1)
-    second = list(sampler)
-    assert [i for i, _ in second] != [i for i, _ in first]
-    assert dict(second) != dict(first)
-    plain = EpochSampler(5, shuffle=False, seed=3)
-    assert [i for i, _ in plain] == [0, 1, 2, 3, 4]
 
 
 def test_chat_encoder_supervises_only_the_answer() -> None:

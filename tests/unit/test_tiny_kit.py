@@ -97,11 +97,14 @@ def test_tiny_builds_are_deterministic_by_seed(monkeypatch: pytest.MonkeyPatch, 
     assert tok_a == tok_b
 
 
-def test_building_does_not_touch_the_callers_rng() -> None:
+def test_building_does_not_touch_the_callers_rng(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cache of its own: with a warm shared cache nothing would be built and the test could not fail.
+    monkeypatch.setenv("MULTIMOOD_CACHE", str(tmp_path))
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    resolve("tiny:mamba?seed=7")
+    folder = Path(resolve("tiny:mamba?seed=7"))
+    assert folder.is_relative_to(tmp_path) and (folder / ".complete").is_file()  # it was built here, now
     assert torch.equal(torch.rand(3), expected)
 
 
