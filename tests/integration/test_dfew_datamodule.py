@@ -3,9 +3,14 @@ and a broken clip dropped (no input left) and counted."""
 
 from __future__ import annotations
 
+import logging
+import shutil
+from collections import Counter
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 
 from datamodules import DFEWDataModule
 from multimood.constants import IGNORE_INDEX
@@ -113,3 +118,118 @@ def test_a_broken_clip_is_dropped_and_counted(dfew, tmp_path: Path) -> None:
         "missing_video": 1,
         "video/unreadable container": 1,
     }
+
+
+def test_unpadded_clip_names_are_found_and_counted(
+    dfew, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, _ = dfew
+    copy = tmp_path / "dfew"
+    shutil.copytree(root / "EmoLabel_DataSplit", copy / "EmoLabel_DataSplit")
+    originals = sorted((root / "Clip" / "original").iterdir())
+    (copy / "Clip" / "original").mkdir(parents=True)
+    for clip in originals[:-1]:  # every clip but one, under its unpadded name: 00007.mp4 -> 7.mp4
+        shutil.copy(clip, copy / "Clip" / "original" / f"{int(clip.stem)}.mp4")
+    splits, _ = load_dfew_fold(copy, 1)
+    samples = splits["train"] + splits["test"]
+    missing = [s for s in samples if not s.source.exists()]
+    assert [s.name for s in missing] == [originals[-1].stem]
+    assert all(s.source.name == f"{int(s.name)}.mp4" for s in samples if s not in missing)
+    dm = DFEWDataModule(str(copy), fold=1, tokenizer="tiny:qwen2", num_frames=2, image_size=28)
+    with caplog.at_level(logging.INFO, logger="datamodules.dfew"):
+        dm.setup("fit")
+    assert (dm.clips_found, dm.clips_listed) == (34, 35)
+    assert sum("34 of 35 listed clips found" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_validation_is_carved_from_the_training_list(dfew) -> None:
+    root, _ = dfew
+    dm = DFEWDataModule(str(root), fold=2, tokenizer="tiny:qwen2", val_fraction=0.25, seed=5)
+    dm.setup("fit")
+    train, val, test = ({s.name for s in dm.datasets[k].samples} for k in ("train", "val", "test"))
+    official, _ = load_dfew_fold(root, 2)
+    assert train | val == {s.name for s in official["train"]} and not train & val
+    assert not val & test  # the test split is never used for selection
+    by_class = Counter(s.label for s in official["train"])
+    held = Counter(s.label for s in dm.datasets["val"].samples)
+    for label, count in by_class.items():  # stratified: round(25%) per class, one kept in train
+        expected = min(max(round(0.25 * count), 1 if count > 1 else 0), count - 1)
+        assert held[label] == expected, label
+    again = DFEWDataModule(str(root), fold=2, tokenizer="tiny:qwen2", val_fraction=0.25, seed=5)
+    again.setup("fit")
+    assert [s.name for s in again.datasets["val"].samples] == [s.name for s in dm.datasets["val"].samples]
+    other = DFEWDataModule(str(root), fold=2, tokenizer="tiny:qwen2", val_fraction=0.25, seed=6)
+    other.setup("fit")
+    assert {s.name for s in other.datasets["val"].samples} != val
+    with pytest.raises(ValueError, match="val_fraction"):
+        DFEWDataModule(str(root), tokenizer="tiny:qwen2", val_fraction=1.0)
+
+
+class _Probe(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+        self.validated = 0
+
+    def training_step(self, batch, batch_idx):
+        return (batch["video"].mean() * self.weight).square()
+
+    def validation_step(self, batch, batch_idx):
+        self.validated += len(batch["sample_ids"])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("val_fraction", [0.0, 0.2])
+def test_no_validation_loop_without_a_held_out_part(dfew, val_fraction: float) -> None:
+    root, _ = dfew
+    dm = DFEWDataModule(
+        str(root),
+        fold=1,
+        tokenizer="tiny:qwen2",
+        num_frames=2,
+        image_size=28,
+        batch_size=8,
+        val_fraction=val_fraction,
+    )
+    probe = _Probe()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(probe, datamodule=dm)
+    assert probe.validated == len(dm.datasets["val"])  # each held-out clip once, and nothing else
+    assert (probe.validated > 0) == (val_fraction > 0)
+
+
+@pytest.mark.parametrize("fmt", ["dfer_clip", "mae_dfer"])
+def test_public_annotation_lists_load_like_the_official_files(dfew, tmp_path: Path, fmt: str) -> None:
+    root, _ = dfew
+    official, _ = load_dfew_fold(root, 4, source="frames")
+    pattern = "annotation/DFEW_set_{fold}_{split}.txt"
+    for split, samples in official.items():
+        lines = []
+        for k, s in enumerate(samples):
+            # Half the paths were written on another machine (they do not exist here), half are real.
+            listed = f"/elsewhere/DFEW/Clip/clip_224x224/{s.name}" if k % 2 else str(s.source)
+            frames = len(list(s.source.iterdir()))
+            lines.append(f"{listed} {frames} {s.label}" if fmt == "dfer_clip" else f"{listed} {s.label}")
+        path = tmp_path / pattern.format(fold=4, split=split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+    loaded, detected = load_dfew_fold(root, 4, source="frames", split_files=str(tmp_path / pattern))
+    assert detected == 0  # the lists are 0-indexed; detection read it from the labels
+    assert loaded == official
+    with pytest.raises(DFEWFormatError, match="split_format is 'official'"):
+        load_dfew_fold(root, 4, split_files=str(tmp_path / pattern), split_format="official")
+    bad = tmp_path / "annotation" / "DFEW_set_4_train.txt"
+    bad.write_text(bad.read_text() + "/x/00001 1 2 3\n")
+    with pytest.raises(DFEWFormatError, match=r"DFEW_set_4_train\.txt:\d+: expected"):
+        load_dfew_fold(root, 4, split_files=str(tmp_path / pattern))
