@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 
-# No run-time downloads: model names resolve to local folders or fail at once.
+# Tokenizers run in DataLoader worker processes: Hugging Face tokenizers' own thread pool does not
+# survive the fork (it warns and disables itself), so turn it off before anything tokenises.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

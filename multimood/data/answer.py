@@ -1,6 +1,6 @@
 """The assistant's answer: write it (training targets) and read it back (evaluation).
 
-MESC answers are exactly four lines (SPEC section 3)::
+MESC answers are exactly four lines (the [OUTPUT FORMAT] of paper figure 4)::
 
     Client's emotion: <emotion>
     Therapist's emotion: <emotion>
@@ -184,7 +184,7 @@ def label_index(value: str | None, vocabulary: Sequence[str]) -> int:
 
 
 def format_answer(client_emotion: str, therapist_emotion: str, strategy: str, response: str) -> str:
-    """The four-line training target (SPEC section 3), labels in their canonical spelling.
+    """The four-line training target (paper figure 4, [OUTPUT FORMAT]), labels in their canonical spelling.
 
     Labels must be exact MESC labels (emotions lowercase, strategies as in ``labels.STRATEGIES``,
     case aside); the response must be one non-empty line.

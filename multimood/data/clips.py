@@ -3,7 +3,7 @@
 MESC ships annotations only; the videos are TV episodes the user must provide. Each row of
 ``MESC.csv`` names a season, an episode and a ``StartTime``/``EndTime``; this command cuts that span
 into ``dia{Dialogue_ID}_utt{Utterance_ID}_{row}.mp4`` (``row`` = 0-based data row of the CSV, the
-authors' naming, SPEC section 5) in one flat folder.
+authors' naming, see docs/design/data.md) in one flat folder.
 
 Cuts are re-encoded (H.264 video, AAC audio) with PyAV, whose wheels bundle FFmpeg, so no system
 ffmpeg is needed and cuts are frame accurate rather than snapped to keyframes:

@@ -1,4 +1,4 @@
-"""Label vocabularies (SPEC section 4, read off the real MESC files) and their normalisation."""
+"""Label vocabularies (read off the real MESC files; paper section 4.1 and figure 4) and their normalisation."""
 
 from __future__ import annotations
 
