@@ -115,6 +115,12 @@ class STCConnector(nn.Module):
             readout += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         self.readout = nn.Sequential(*readout)
 
+    @property
+    def min_frames(self) -> int:
+        """The fewest frames every ``odd_frames`` policy accepts (one temporal kernel); the fused
+        model feeds this many to the connector as a stand-in when a batch has no video."""
+        return self.downsample[0]
+
     def output_grid(self, num_frames: int, grid: tuple[int, int]) -> tuple[int, int, int]:
         """(T', H', W') after the Conv3d for ``num_frames`` frames of ``grid`` = (H, W) patches."""
         kt, kh, kw = self.downsample
