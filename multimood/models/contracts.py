@@ -31,8 +31,8 @@ class VisionTowerProtocol(Protocol):
     hidden_size: int
     #: N, patch tokens per frame; shapes the stand-in features when a batch has no video.
     num_patches: int
-    #: (H, W) of the input frames; needed only while the tower has trainable parameters (it then
-    #: runs on a stand-in clip when a batch has no video).
+    #: (H, W) of the input frames; needed only when the tower runs on a stand-in clip (it has
+    #: trainable parameters, or the fused model has ``stand_ins="all"``).
     image_size: tuple[int, int]
 
 
@@ -40,8 +40,9 @@ class VisionTowerProtocol(Protocol):
 class VideoConnectorProtocol(Protocol):
     """Patch features -> LLM tokens (the STC connector), built by a factory ``(C, llm_hidden)``.
 
-    ``forward(features)``: (B, T, N, C) -> (B, Nv, llm_hidden). Optional attribute ``min_frames``
-    (int, default 1): the fewest frames it accepts, used for the stand-in input.
+    ``forward(features)``: (B, T, N, C) -> (B, Nv, llm_hidden). Optional attributes, used to keep
+    the stand-in input small: ``min_frames`` (int, default 1), the fewest frames it accepts, and
+    ``min_patches`` (int, default the tower's ``num_patches``), the fewest patches per frame.
     """
 
     def forward(self, features: torch.Tensor) -> torch.Tensor: ...
@@ -52,8 +53,9 @@ class AudioTowerProtocol(Protocol):
     """Fbank frames -> audio features.
 
     ``forward(fbank, padding)``: fbank (B, F, 128) and padding (B, F) bool, True = padded (or None)
-    -> (features (B, Na, C), padding (B, Na) or None). A tower with trainable parameters must
-    accept one second (100 frames) of an all-zero fbank: its stand-in input.
+    -> (features (B, Na, C), padding (B, Na) or None). A tower that runs on a stand-in (it has
+    trainable parameters, or ``stand_ins="all"``) must accept one second (100 frames) of an all-zero
+    fbank.
     """
 
     #: C, the width of the audio features; sizes the audio projector's input.
@@ -156,7 +158,7 @@ def image_size_of(tower: nn.Module) -> tuple[int, int]:
     if isinstance(size, tuple | list) and len(size) == 2 and all(_positive_int(s) for s in size):
         return int(size[0]), int(size[1])
     raise ValueError(
-        f"vision_tower: {_describe(tower)} has trainable parameters but no usable 'image_size' "
-        f"(got {size!r}): a trainable tower runs on a stand-in clip when a batch has no video, and "
-        "needs (H, W) for it; see multimood.models.contracts.VisionTowerProtocol"
+        f"vision_tower: {_describe(tower)} has no usable 'image_size' (got {size!r}), but it runs on "
+        "a stand-in clip when a batch has no video (it has trainable parameters, or stand_ins='all') "
+        "and needs (H, W) for it; see multimood.models.contracts.VisionTowerProtocol"
     )

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -119,6 +119,12 @@ class MultiMoodModel(nn.Module):
         audio_projector: Factory ``(C, llm_hidden) -> module`` (P_A), or a built module.
         history_compressor: Factory ``(llm_hidden) -> module`` mapping history ids (B, Lh) + mask
             to (memory (B, T, llm_hidden), memory mask (B, T)), or a built module.
+        stand_ins: Which parts run on a stand-in input when no sample of a batch has their
+            modality. ``trainable`` (default): parts with trainable parameters, while gradients are
+            on; enough for DDP, and a frozen tower is not run (its output is replaced by zeros).
+            ``all``: every part in every forward, frozen towers and no-grad passes included; needed
+            when FSDP shards a frozen part, since every rank must gather the same modules' shards in
+            the same order.
     """
 
     def __init__(
@@ -129,8 +135,12 @@ class MultiMoodModel(nn.Module):
         audio_tower: nn.Module | None = None,
         audio_projector: SizedFactory | nn.Module | None = None,
         history_compressor: LLMSizedFactory | nn.Module | None = None,
+        stand_ins: Literal["trainable", "all"] = "trainable",
     ) -> None:
         super().__init__()
+        if stand_ins not in ("trainable", "all"):
+            raise ValueError(f"stand_ins must be 'trainable' or 'all', got {stand_ins!r}")
+        self.stand_ins = stand_ins
         if (vision_tower is None) != (video_connector is None):
             raise ValueError("vision_tower and video_connector go together: give both or neither")
         if (audio_tower is None) != (audio_projector is None):
@@ -155,8 +165,8 @@ class MultiMoodModel(nn.Module):
             part = getattr(self, role)
             if part is not None:
                 check_component(role, part)
-        if has_trainable_parameters(vision_tower):
-            image_size_of(vision_tower)  # a trainable tower needs a stand-in clip; fail now, not mid-run
+        if vision_tower is not None and self._runs_on_stand_ins(vision_tower):
+            image_size_of(vision_tower)  # such a tower needs a stand-in clip: fail now, not mid-run
         self.token_ids = dict(llm.placeholder_ids)  # <video>, <audio>, <history> -> token id
         self.pad_token_id = llm.tokenizer.pad_token_id
         self.train(self.training)  # frozen parts go to eval mode now, not only when a trainer calls train()
@@ -257,36 +267,41 @@ class MultiMoodModel(nn.Module):
                 blocks[HISTORY_TOKEN][0] = memory[0, :0]
         return blocks
 
-    @staticmethod
-    def _must_take_part(*parts: nn.Module | None) -> bool:
-        """A path without real input runs anyway when it could receive gradients in this pass."""
-        return torch.is_grad_enabled() and has_trainable_parameters(*parts)
+    def _must_take_part(self, *parts: nn.Module | None) -> bool:
+        """A path without real input runs anyway when it could receive gradients in this pass
+        (or always, with ``stand_ins="all"``)."""
+        return self.stand_ins == "all" or (torch.is_grad_enabled() and has_trainable_parameters(*parts))
+
+    def _runs_on_stand_ins(self, tower: nn.Module) -> bool:
+        """Whether a tower itself runs on a stand-in input (else its output is replaced by zeros)."""
+        return self.stand_ins == "all" or has_trainable_parameters(tower)
 
     def _stand_in_video(self, device: torch.device) -> torch.Tensor:
         """Connector output (1, Nv, hidden) for a stand-in clip of the fewest frames it accepts.
 
-        A frozen tower is not run: its output is replaced by zeros of its output shape. A trainable
-        tower runs on a black clip. Zeros keep every activation finite, so the zero gradients that
-        flow back through the empty slice stay zero (a NaN activation would turn them into NaN).
+        A frozen tower is not run (unless ``stand_ins="all"``): its output is replaced by zeros,
+        with as few patches as the connector accepts (``min_patches``; STC: a 2x2 grid instead of
+        27x27). Otherwise the tower runs on a black clip. Zeros keep every activation finite, so
+        the zero gradients that flow back through the empty slice stay zero (a NaN activation
+        would turn them into NaN).
         """
         tower, connector = self.vision_tower, self.video_connector
         frames = int(getattr(connector, "min_frames", 1))
         dtype = _param_dtype(connector)
-        if has_trainable_parameters(tower):
+        if self._runs_on_stand_ins(tower):
             height, width = image_size_of(tower)
             features = tower(
                 torch.zeros(1, frames, 3, height, width, device=device, dtype=_param_dtype(tower))
             )
         else:
-            features = torch.zeros(
-                1, frames, tower.num_patches, tower.hidden_size, device=device, dtype=dtype
-            )
+            patches = int(getattr(connector, "min_patches", tower.num_patches))
+            features = torch.zeros(1, frames, patches, tower.hidden_size, device=device, dtype=dtype)
         return self._checked_width("video_connector", connector(features))
 
     def _stand_in_audio(self, device: torch.device) -> torch.Tensor:
         """Projector output (1, Na, hidden) for stand-in audio (frozen tower: zero features)."""
         tower, projector = self.audio_tower, self.audio_projector
-        if has_trainable_parameters(tower):
+        if self._runs_on_stand_ins(tower):
             fbank = torch.zeros(
                 1, STAND_IN_AUDIO_FRAMES, BEATS_MEL_BINS, device=device, dtype=_param_dtype(tower)
             )

@@ -26,6 +26,15 @@ from multimood.models.vision import VisionTower
 FRAMES = 4
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny tensors gain nothing from intra-op threads; on a busy 2-core machine they only contend.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _build_model() -> MultiMoodModel:
     torch.manual_seed(0)
     return MultiMoodModel(
@@ -241,3 +250,22 @@ def test_a_batch_without_media_changes_nothing_and_reaches_every_trainable_part(
             assert torch.equal(grad, model.get_parameter(name).grad), name
         else:
             assert not grad.any(), f"{name} got a non-zero gradient from an absent modality"
+
+
+def test_the_stc_stand_in_is_one_temporal_kernel_of_a_2x2_grid(model: MultiMoodModel) -> None:
+    shapes: list[tuple[int, ...]] = []
+    handle = model.video_connector.register_forward_hook(
+        lambda m, args, out: shapes.append(tuple(args[0].shape))
+    )
+    batch = _batch(model, with_answer=True)
+    del batch["video"], batch["video_mask"]
+    model.train()
+    try:
+        model(batch).loss.backward()
+    finally:
+        handle.remove()
+        model.eval()
+        model.zero_grad()
+    # A frozen SigLIP is not run; STC gets zeros of 2 frames x 4 patches (not 4 x 16 patches here,
+    # not 16 x 729 at paper size).
+    assert shapes == [(1, 2, 4, model.vision_tower.hidden_size)]

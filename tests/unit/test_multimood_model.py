@@ -20,6 +20,15 @@ from multimood.models.projectors import AudioProjector
 FRAMES, PATCHES, VISION_DIM, AUDIO_DIM = 2, 3, 8, 6
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny tensors gain nothing from intra-op threads; on a busy 2-core machine they only contend.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class FakeVisionTower(nn.Module):
     hidden_size = VISION_DIM
     num_patches = PATCHES
@@ -330,6 +339,27 @@ def test_stand_ins_skip_frozen_towers_and_never_run_without_gradients() -> None:
     assert calls == {"tower": [], "connector": [], "audio": [], "projector": []}
 
 
+def test_stand_ins_all_runs_every_part_in_every_forward_for_fsdp() -> None:
+    model = _build(stand_ins="all")
+    calls: list[str] = []
+    for role in ("vision_tower", "video_connector", "audio_tower", "audio_projector", "history_compressor"):
+        getattr(model, role).register_forward_hook(lambda m, args, out, role=role: calls.append(role))
+    batch = _batch(model, [PROMPT], ANSWERS[:1])
+    model.eval()
+    with torch.no_grad():
+        inputs = model.prepare_inputs(batch)
+    assert calls == [
+        "vision_tower",
+        "video_connector",
+        "audio_tower",
+        "audio_projector",
+        "history_compressor",
+    ]
+    assert all(e == s for s, e in inputs.spans[0].values())  # still nothing spliced in
+    with pytest.raises(ValueError, match="stand_ins must be 'trainable' or 'all'"):
+        _build(stand_ins="some")
+
+
 class TrainableTower(FakeVisionTower):
     def __init__(self) -> None:
         super().__init__()
@@ -454,7 +484,7 @@ def test_a_part_missing_what_the_model_needs_fails_at_construction_naming_it() -
         ),
         (
             {"vision_tower": NoImageSizeTower(), "video_connector": FakeConnector},
-            r"vision_tower: NoImageSizeTower .* trainable parameters but no usable 'image_size'",
+            r"vision_tower: NoImageSizeTower .* has no usable 'image_size'",
         ),
     ]
     for parts, message in cases:
