@@ -10,6 +10,7 @@ Afterwards both ranks must hold identical parameters, and the trainable ones mus
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 from pathlib import Path
@@ -91,7 +92,14 @@ def make_batch(model: MultiMoodModel, rank: int, step: int) -> dict[str, torch.T
 
 def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    # A rank that skips a collective would leave the other waiting: fail after two minutes instead.
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=120),
+    )
     try:
         model = build_model().train()
         start = {n: p.detach().clone() for n, p in model.named_parameters()}
