@@ -15,7 +15,7 @@ modality (under DDP with ``find_unused_parameters=False`` a skipped part fails t
 FSDP the rank falls out of step). The part then runs on a small stand-in input and an empty slice of
 its output is joined to the sequence, so it contributes exactly nothing but is in the graph (as
 VideoLLaMA2 joins an empty slice of the image features to text-only samples). Frozen towers do not
-run on stand-ins. See ``docs/design/model.md``.
+run on stand-ins unless ``stand_ins="all"`` (FSDP). See ``docs/design/model.md``.
 
 Frozen parts run in eval mode even when the model trains (:mod:`multimood.models.modes`), and
 :meth:`MultiMoodModel.generate` runs in eval mode (then restores every part's mode), so rollouts
@@ -53,7 +53,8 @@ SizedFactory = Callable[[int, int], nn.Module]  # (input width, LLM width) -> mo
 LLMSizedFactory = Callable[[int], nn.Module]  # (LLM width) -> module
 
 
-# Stand-in audio for a trainable audio tower when a batch has no audio: one second of fbank frames
+# Stand-in audio for an audio tower that runs on a stand-in (trainable, or stand_ins="all") when a
+# batch has no audio: one second of fbank frames
 # (10 ms hop), long enough for any tower to give at least one token (BEATs: 16 frames per token).
 STAND_IN_AUDIO_FRAMES = 100
 
@@ -381,7 +382,9 @@ class MultiMoodModel(nn.Module):
         """Replace each placeholder with its feature block and re-pad the batch.
 
         input_ids/attention_mask/labels: (B, L), either padding side. Returns (B, S) tensors with
-        ``padding_side`` padding (right for training, left for generation).
+        ``padding_side`` padding (right for training, left for generation). A block with rows needs
+        its placeholder in the sample's prompt; a zero-row block (a part kept in the graph, see
+        :meth:`feature_blocks`) is joined at the end of the sample when there is none.
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
