@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from multimood.data.history import DEFAULT_HISTORY_TOKENIZER, HistoryIds, HistoryTokenizer
+from multimood.models.modes import eval_frozen_parts
 
 # The paper's backbone (appendix B.2): the same name as the history tokenizer's default, because
 # Mamba must read its own tokenizer's ids.
@@ -366,8 +367,15 @@ class MambaHistoryCompressor(nn.Module):
     # ---- running -------------------------------------------------------------------------------
 
     def train(self, mode: bool = True) -> MambaHistoryCompressor:
+        """Train mode, except for frozen parts (:func:`~multimood.models.modes.eval_frozen_parts`).
+
+        A backbone frozen after stage A keeps its LoRA adapters; in train mode their dropout would
+        make two passes over the same history differ. Frozen parts therefore run in eval mode.
+        """
         super().train(mode)
-        if mode and self._avoid_fused_kernel:
+        if mode:
+            eval_frozen_parts(self)
+        if mode and self.training and self._avoid_fused_kernel:
             # The mixer takes the fused kernel only when ``self.training`` and no cache; its other
             # path (still CUDA kernels for conv and scan, when installed) calls x_proj/out_proj as
             # modules. Only the mixers' own flag changes: LoRA dropout inside them stays in train mode.
@@ -384,6 +392,31 @@ class MambaHistoryCompressor(nn.Module):
             raise RuntimeError("this compressor was built without a tokenizer (meta-device build)")
         return self.history_tokenizer(turns)
 
+    def check_history_tokenizer(self, tokenizer: Any) -> None:
+        """Raise ``ValueError`` unless ``tokenizer`` (the data side's
+        :class:`~multimood.data.history.HistoryTokenizer`) gives ids this compressor reads right.
+
+        A different ``<MEM>`` id would make every history read as zero turns; a different vocabulary
+        (another tokenizer) would feed Mamba ids it was not trained on.
+        """
+        theirs = getattr(tokenizer, "mem_token_id", None)
+        name = getattr(tokenizer, "name", type(tokenizer).__name__)
+        if theirs != self.mem_token_id:
+            raise ValueError(
+                f"history tokenizer {name!r} uses <MEM> id {theirs}, this compressor expects "
+                f"{self.mem_token_id}: build the data module's history tokenizer from the compressor's "
+                "tokenizer (the backbone's by default)"
+            )
+        ours = self.history_tokenizer
+        if ours is None:
+            return
+        mine, other = ours.tokenizer, getattr(tokenizer, "tokenizer", None)
+        if other is not None and (len(other) != len(mine) or other.get_vocab() != mine.get_vocab()):
+            raise ValueError(
+                f"history tokenizer {name!r} has another vocabulary ({len(other)} ids) than this "
+                f"compressor's {ours.name!r} ({len(mine)} ids)"
+            )
+
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -392,6 +425,13 @@ class MambaHistoryCompressor(nn.Module):
         input_ids, attention_mask: (B, L), right-padded (:func:`pad_history_batch`).
         Returns ``memory`` (B, T_max, llm_hidden_size), zero at padded slots, and ``memory_mask``
         (B, T_max) bool, True for real turns; T_max is the largest number of ``<MEM>`` in a row.
+
+        Every non-empty row must end with this compressor's ``<MEM>`` id (each turn is closed by
+        one); a row that does not was made by another history tokenizer and is refused.
+
+        When no row has a turn and gradients are on, the trainable parts still run, on a lone
+        ``<MEM>``, and the (empty) memory is an empty slice of that result: the values are the same,
+        but under DDP every trainable parameter takes part in the step.
         """
         if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape:
             raise ValueError(
@@ -403,6 +443,7 @@ class MambaHistoryCompressor(nn.Module):
             raise ValueError(
                 "attention_mask must be right-padded (1s then 0s in every row); see pad_history_batch"
             )
+        self._check_rows_end_with_mem(input_ids, valid)
         batch = input_ids.shape[0]
         mem_mask = (input_ids == self.mem_token_id) & valid  # (B, L)
         counts = mem_mask.sum(dim=1)  # (B,)
@@ -410,11 +451,42 @@ class MambaHistoryCompressor(nn.Module):
         memory_mask = torch.arange(t_max, device=input_ids.device)[None, :] < counts[:, None]  # (B, T_max)
         proj_weight = next(self.projector.parameters())
         memory = proj_weight.new_zeros(batch, t_max, self.llm_hidden_size)
-        if t_max == 0:  # no turn anywhere in the batch: nothing to run
-            return memory, memory_mask
+        if t_max == 0:  # no turn anywhere in the batch
+            if not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())):
+                return memory, memory_mask
+            lone = torch.full((1, 1), self.mem_token_id, dtype=input_ids.dtype, device=input_ids.device)
+            states = self._states_at_mem(lone, torch.ones_like(lone), lone == self.mem_token_id)  # (1, H)
+            empty = self.projector(states.to(proj_weight.dtype))[:0]  # (0, llm_hidden), in the graph
+            return empty[None].expand(batch, 0, self.llm_hidden_size), memory_mask
 
+        states = self._states_at_mem(input_ids, attention_mask, mem_mask).to(
+            proj_weight.dtype
+        )  # (sum counts, H)
+        memory[memory_mask] = self.projector(states)
+        return memory, memory_mask
+
+    def _check_rows_end_with_mem(self, input_ids: torch.Tensor, valid: torch.Tensor) -> None:
+        lengths = valid.sum(dim=1)  # (B,)
+        rows = lengths > 0
+        if not rows.any():
+            return
+        last = input_ids[rows].gather(1, (lengths[rows] - 1)[:, None]).squeeze(1)  # (rows,)
+        wrong = last != self.mem_token_id
+        if wrong.any():
+            row = int(rows.nonzero().flatten()[wrong.nonzero()[0]])
+            raise ValueError(
+                f"history row {row} ends with id {int(last[wrong][0])}, not this compressor's <MEM> id "
+                f"{self.mem_token_id}: every turn is closed by <MEM>, so the ids come from another "
+                "history tokenizer; give the data module the compressor's (see check_history_tokenizer)"
+            )
+
+    def _states_at_mem(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mem_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Backbone hidden states at the ``<MEM>`` positions, row after row: (sum of counts, H)."""
         base = self.base_backbone
         embed = base.get_input_embeddings()
+        valid = attention_mask.bool()
         # <MEM> and pad positions are looked up as id 0 (always in range) and then replaced or ignored.
         safe_ids = input_ids.masked_fill(mem_mask | ~valid, 0)
         embeds = embed(safe_ids)  # (B, L, H)
@@ -424,6 +496,4 @@ class MambaHistoryCompressor(nn.Module):
         ).last_hidden_state  # (B, L, H)
         # hidden[mem_mask] lists each row's <MEM> states in order, rows one after another: exactly
         # the order in which memory[memory_mask] fills each row's first counts[b] slots.
-        states = hidden[mem_mask].to(proj_weight.dtype)  # (sum counts, H)
-        memory[memory_mask] = self.projector(states)
-        return memory, memory_mask
+        return hidden[mem_mask]

@@ -15,6 +15,7 @@ from torch import nn
 
 from multimood.constants import PLACEHOLDER_TOKENS
 from multimood.hub import resolve
+from multimood.models.modes import evaluating
 from multimood.tokenization import load_llm_tokenizer
 
 DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
@@ -161,7 +162,16 @@ class LanguageModel(nn.Module):
         return self.model(**kwargs)
 
     @torch.no_grad()
-    def generate(self, **kwargs: Any) -> torch.Tensor:
-        """The wrapped model's ``generate``; with ``inputs_embeds`` it returns only new tokens."""
+    def generate(self, **kwargs: Any) -> Any:
+        """The wrapped model's ``generate``; with ``inputs_embeds`` it returns only new tokens.
+
+        Always in eval mode, with the KV cache (every submodule's mode is restored after). In train
+        mode with gradient checkpointing, transformers turns the cache off while ``generate`` still
+        feeds one new token per step, so each step after the first would see no context; and LoRA
+        dropout would make rollouts differ from evaluation. RL rollouts are generated inside
+        training steps, so this matters.
+        """
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        return self.model.generate(**kwargs)
+        kwargs.setdefault("use_cache", True)
+        with evaluating(self):
+            return self.model.generate(**kwargs)

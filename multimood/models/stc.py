@@ -115,6 +115,18 @@ class STCConnector(nn.Module):
             readout += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         self.readout = nn.Sequential(*readout)
 
+    @property
+    def min_frames(self) -> int:
+        """The fewest frames every ``odd_frames`` policy accepts (one temporal kernel); the fused
+        model feeds this many to the connector as a stand-in when a batch has no video."""
+        return self.downsample[0]
+
+    @property
+    def min_patches(self) -> int:
+        """Patches per frame of the smallest square grid the spatial kernel accepts (2x2 = 4); the
+        fused model's stand-in features use it, so a stand-in costs next to nothing."""
+        return max(self.downsample[1], self.downsample[2]) ** 2
+
     def output_grid(self, num_frames: int, grid: tuple[int, int]) -> tuple[int, int, int]:
         """(T', H', W') after the Conv3d for ``num_frames`` frames of ``grid`` = (H, W) patches."""
         kt, kh, kw = self.downsample
