@@ -120,7 +120,10 @@ class ChatEncoder:
         return self.tokenizer(answer + self.tokenizer.eos_token, add_special_tokens=False)["input_ids"]
 
     def encode(self, user_message: str, answer: str) -> dict[str, torch.Tensor]:
-        prompt = self.prompt_ids(user_message)
+        return self.encode_ids(self.prompt_ids(user_message), answer)
+
+    def encode_ids(self, prompt: list[int], answer: str) -> dict[str, torch.Tensor]:
+        """:meth:`encode` for a prompt already tokenised with :meth:`prompt_ids`."""
         target = self.answer_ids(answer)
         return {
             "input_ids": torch.tensor(prompt + target),
@@ -176,12 +179,126 @@ class MediaIssueLog:
 # ----------------------------------------------------------------------------------- datasets
 
 
-class MESCDataset(Dataset):
-    """One item per MESC sample (a therapist turn): prompt of paper figure 4, answer of SPEC section 3.
+@dataclass(frozen=True)
+class FittedPrompt:
+    """The MESC user message as the LLM reads it, after the prompt budget.
+
+    ``history_lines``: the formatted history turns the sample keeps (text mode: the ones written
+    into the prompt; compressor mode: all of them, for the compressor's own budget; none mode:
+    none). ``history_turns_dropped``: oldest turns the prompt budget removed (text mode only).
+    ``client_tokens_dropped``: tokens cut from the start of the client text when the prompt was
+    still too long with no history left.
+    """
+
+    message: str
+    prompt_ids: list[int]
+    history_lines: list[str]
+    history_turns_dropped: int = 0
+    client_tokens_dropped: int = 0
+
+
+class MESCPromptBuilder:
+    """The paper-figure-4 user message of a MESC sample, within a token budget.
 
     Args:
-        samples: from :func:`multimood.data.mesc.load_mesc` (history length and descriptions are
-            chosen there).
+        encoder: the LLM's :class:`ChatEncoder`; the budget counts its chat-formatted prompt (system
+            turn, template tokens, the user message and the opened assistant turn).
+        history_mode: ``compressor`` (``<history>`` stays, the compressor reads the turns),
+            ``text`` (``<history>`` replaced by the turns, one per line) or ``none`` (removed).
+        max_tokens: prompt budget in LLM tokens, None for no limit. The ``<video>``, ``<audio>``
+            and ``<history>`` placeholders count one token each: the media and memory embeddings
+            that replace them are not text and are not counted. When the prompt is too long, the
+            oldest history turns are dropped first (text mode), one at a time; if it is still too
+            long with no history left, the client text loses its oldest words until it fits.
+            The default 4,096 is the authors' prompt limit: their inference keeps
+            ``input_ids[:, -max_prompt_tokens:]`` with ``max_prompt_tokens=4096``
+            (``framework/__init__.py``), and their RL data loader drops the oldest history pair until
+            the prompt fits (``GRPO/dataloader.py``).
+    """
+
+    def __init__(
+        self, encoder: ChatEncoder, history_mode: HistoryMode = "compressor", max_tokens: int | None = 4096
+    ) -> None:
+        if history_mode not in ("compressor", "text", "none"):
+            raise ValueError(f"history_mode must be compressor, text or none, got {history_mode!r}")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"prompt max_tokens must be >= 1 or None, got {max_tokens}")
+        self.encoder = encoder
+        self.history_mode = history_mode
+        self.max_tokens = max_tokens
+
+    def message(self, sample: Sample, history_lines: Sequence[str], client_text: str) -> str:
+        prompt = build_mesc_prompt(client_text, problem_type=sample.problem_type, situation=sample.situation)
+        if self.history_mode == "text":
+            prompt = prompt.replace(HISTORY_TOKEN, "\n".join(history_lines))
+        elif self.history_mode == "none":
+            prompt = prompt.replace(HISTORY_TOKEN, "")
+        return prompt
+
+    def __call__(self, sample: Sample) -> FittedPrompt:
+        lines = [format_history_turn(turn) for turn in sample.history] if self.history_mode != "none" else []
+        # Only text-mode history is prompt text; compressor-mode history stays whole (the
+        # compressor has its own budget).
+        budgeted = lines if self.history_mode == "text" else []
+        outside = lines if self.history_mode == "compressor" else []
+        client = sample.client_text
+
+        def ids_for(kept: Sequence[str], text: str) -> list[int]:
+            return self.encoder.prompt_ids(self.message(sample, kept, text))
+
+        ids = ids_for(budgeted, client)
+        if self.max_tokens is None or len(ids) <= self.max_tokens:
+            return FittedPrompt(self.message(sample, budgeted, client), ids, lines)
+
+        def fits(kept: Sequence[str], text: str) -> list[int] | None:
+            ids = ids_for(kept, text)
+            return ids if len(ids) <= self.max_tokens else None
+
+        # The largest number of newest history turns that fits (binary search: fewer turns never
+        # make the prompt longer).
+        n = len(budgeted)
+        if fits([], client) is not None:
+            lo, hi = 0, n - 1  # fits(lo) holds; the answer lies in [lo, hi]
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if fits(budgeted[n - mid :], client) is not None:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            kept = budgeted[n - lo :] if lo else []
+            ids = ids_for(kept, client)
+            return FittedPrompt(self.message(sample, kept, client), ids, list(kept) or outside, n - lo)
+
+        # No history left and still too long: drop the client text's oldest words.
+        words = client.split()
+        lo, hi = 1, len(words) - 1  # words to drop; the answer lies in [lo, hi] if any fits
+        if not words[1:] or fits([], words[-1]) is None:
+            raise ValueError(
+                f"prompt_max_tokens={self.max_tokens} is too small for sample {sample.sample_id}: the "
+                f"prompt without history and with one word of client text takes "
+                f"{len(ids_for([], words[-1]))} tokens"
+            )
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if fits([], " ".join(words[mid:])) is not None:
+                hi = mid
+            else:
+                lo = mid + 1
+        kept_client = " ".join(words[lo:])
+        ids = ids_for([], kept_client)
+        tokenizer = self.encoder.tokenizer
+        dropped_tokens = len(tokenizer(client, add_special_tokens=False)["input_ids"]) - len(
+            tokenizer(kept_client, add_special_tokens=False)["input_ids"]
+        )
+        return FittedPrompt(self.message(sample, [], kept_client), ids, outside, n, max(dropped_tokens, 0))
+
+
+class MESCDataset(Dataset):
+    """One item per MESC sample (a therapist turn): the prompt of paper figure 4, the four-field answer.
+
+    Args:
+        samples: from :func:`multimood.data.mesc.load_mesc` (sample unit, history length and
+            context are chosen there).
         encoder: the LLM's :class:`ChatEncoder`.
         clips_dir: folder of ``dia{D}_utt{U}_{row}.mp4`` clips; None for text only.
         modalities: which of ``video``/``audio`` to decode (with ``clips_dir``).
@@ -195,8 +312,13 @@ class MESCDataset(Dataset):
             or ``none`` (no history).
         history_tokenizer: the compressor's :class:`~multimood.data.history.HistoryTokenizer`
             (``history_mode="compressor"``).
+        prompt_max_tokens: budget of the chat-formatted prompt in LLM tokens (media placeholders
+            count one each), None for none: :class:`MESCPromptBuilder` says what is cut first.
 
-    Descriptions are whatever the samples carry (``load_mesc(descriptions=...)`` decides).
+    Descriptions are whatever the samples carry (``load_mesc(descriptions=...)`` decides). Items
+    carry ``history_turns`` / ``history_turns_dropped`` (history turns the LLM sees and those a
+    budget removed: the compressor's in compressor mode, the prompt's in text mode) and
+    ``client_tokens_dropped``.
     """
 
     def __init__(
@@ -211,9 +333,9 @@ class MESCDataset(Dataset):
         max_client_clips: int | None = 5,
         history_mode: HistoryMode = "compressor",
         history_tokenizer: Any | None = None,
+        prompt_max_tokens: int | None = 4096,
     ) -> None:
-        if history_mode not in ("compressor", "text", "none"):
-            raise ValueError(f"history_mode must be compressor, text or none, got {history_mode!r}")
+        self.prompt_builder = MESCPromptBuilder(encoder, history_mode, prompt_max_tokens)
         if history_mode == "compressor" and history_tokenizer is None:
             raise ValueError("history_mode='compressor' needs the compressor's history_tokenizer")
         unknown = set(modalities) - {"video", "audio"}
@@ -249,19 +371,6 @@ class MESCDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _history_lines(self, sample: Sample) -> list[str]:
-        return [format_history_turn(turn) for turn in sample.history]
-
-    def _prompt(self, sample: Sample) -> str:
-        prompt = build_mesc_prompt(
-            sample.client_text, problem_type=sample.problem_type, situation=sample.situation
-        )
-        if self.history_mode == "text":
-            prompt = prompt.replace(HISTORY_TOKEN, "\n".join(self._history_lines(sample)))
-        elif self.history_mode == "none":
-            prompt = prompt.replace(HISTORY_TOKEN, "")
-        return prompt
-
     def _chosen_modalities(self, seed: int) -> tuple[str, ...]:
         if self.modality_probs is None:
             return self.modalities
@@ -274,9 +383,10 @@ class MESCDataset(Dataset):
         answer = format_answer(
             sample.client_emotion, sample.therapist_emotion, sample.strategy, sample.response
         )
+        prompt = self.prompt_builder(sample)
         item: dict[str, Any] = {
             "sample_id": sample.sample_id,
-            **self.encoder.encode(self._prompt(sample), answer),
+            **self.encoder.encode_ids(prompt.prompt_ids, answer),
             "targets": {
                 "client_emotion": labels.EMOTIONS.index(sample.client_emotion),
                 "therapist_emotion": labels.EMOTIONS.index(sample.therapist_emotion),
@@ -284,9 +394,14 @@ class MESCDataset(Dataset):
             },
             "reference": sample.response,
             "media_issues": [],
+            "history_turns": len(prompt.history_lines) if self.history_mode == "text" else 0,
+            "history_turns_dropped": prompt.history_turns_dropped,
+            "client_tokens_dropped": prompt.client_tokens_dropped,
         }
         if self.history_mode == "compressor":
-            item["history"] = self.history_tokenizer(self._history_lines(sample))
+            item["history"] = self.history_tokenizer(prompt.history_lines)
+            item["history_turns"] = item["history"].num_kept
+            item["history_turns_dropped"] = item["history"].num_dropped
         chosen = self._chosen_modalities(seed)
         item["modalities"] = chosen
         if chosen:
@@ -363,8 +478,9 @@ class MultiModalCollator:
     Keys: ``input_ids``/``attention_mask``/``labels`` (right-padded, training),
     ``prompt_ids``/``prompt_attention_mask`` (left-padded, generation); ``video`` (B, T, 3, S, S)
     with ``video_mask`` (B,); ``audio`` (B, F, 128) with ``audio_frame_mask`` (B, F) and
-    ``audio_mask`` (B,); ``history_ids``/``history_attention_mask`` and
-    ``history_turns``/``history_turns_dropped``; ``targets`` (dict of (B,) class indices);
+    ``audio_mask`` (B,); ``history_ids``/``history_attention_mask`` (compressor mode);
+    ``history_turns``/``history_turns_dropped`` (B,) (turns seen / cut by a budget, compressor or
+    text mode) and ``client_tokens_dropped`` (B,) (MESC); ``targets`` (dict of (B,) class indices);
     ``references``, ``sample_ids``, ``modalities`` (lists); ``media_issues`` and ``dropped`` (for
     counting). Absent video/audio rows are zeros with a False mask.
     """
@@ -412,6 +528,7 @@ class MultiModalCollator:
                 )
             histories = [i["history"] for i in items]
             batch["history_ids"], batch["history_attention_mask"] = self.history_tokenizer.collate(histories)
-            batch["history_turns"] = torch.tensor([h.num_kept for h in histories])
-            batch["history_turns_dropped"] = torch.tensor([h.num_dropped for h in histories])
+        for key in ("history_turns", "history_turns_dropped", "client_tokens_dropped"):
+            if key in items[0]:
+                batch[key] = torch.tensor([i[key] for i in items])
         return batch
