@@ -7,9 +7,9 @@
   sample whose history has no turn of that role gets the majority label; how often that happened
   is reported (``fallbacks``).
 
-Scores are accuracy and weighted F1 (paper table 4's "Acc" and "F1") from torchmetrics'
-functional multiclass metrics, the same functions the metrics module uses, so the numbers are
-comparable. Per-utterance samples show the label leak here: their copy-last strategy accuracy
+Scores are accuracy and weighted F1, the metrics of paper table 4 (section 4.1: "For
+classification of the MESC dataset ..., we use Accuracy and Weighted-F1 as metrics"), from
+torchmetrics' functional multiclass metrics, so they agree with torchmetrics-based evaluation. Per-utterance samples show the label leak here: their copy-last strategy accuracy
 is far above the merged-turn one (``docs/design/mesc-samples.md``).
 """
 
