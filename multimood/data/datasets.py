@@ -237,60 +237,51 @@ class MESCPromptBuilder:
 
     def __call__(self, sample: Sample) -> FittedPrompt:
         lines = [format_history_turn(turn) for turn in sample.history] if self.history_mode != "none" else []
-        # Only text-mode history is prompt text; compressor-mode history stays whole (the
-        # compressor has its own budget).
-        budgeted = lines if self.history_mode == "text" else []
-        outside = lines if self.history_mode == "compressor" else []
+        # Only text-mode history is prompt text the budget may cut; the compressor reads all of
+        # its turns (it has its own budget).
+        n = len(lines) if self.history_mode == "text" else 0
+
+        def build(turns: int, client_text: str, client_tokens_dropped: int = 0) -> FittedPrompt:
+            """The prompt with the newest ``turns`` text-mode history turns and this client text."""
+            kept = lines[len(lines) - turns :] if turns else []
+            message = self.message(sample, kept, client_text)
+            history = kept if self.history_mode == "text" else lines
+            ids = self.encoder.prompt_ids(message)
+            return FittedPrompt(message, ids, history, n - turns, client_tokens_dropped)
+
+        def fits(prompt: FittedPrompt) -> bool:
+            return self.max_tokens is None or len(prompt.prompt_ids) <= self.max_tokens
+
         client = sample.client_text
-
-        def ids_for(kept: Sequence[str], text: str) -> list[int]:
-            return self.encoder.prompt_ids(self.message(sample, kept, text))
-
-        ids = ids_for(budgeted, client)
-        if self.max_tokens is None or len(ids) <= self.max_tokens:
-            return FittedPrompt(self.message(sample, budgeted, client), ids, lines)
-
-        def fits(kept: Sequence[str], text: str) -> list[int] | None:
-            ids = ids_for(kept, text)
-            return ids if len(ids) <= self.max_tokens else None
-
-        # The largest number of newest history turns that fits (binary search: fewer turns never
-        # make the prompt longer).
-        n = len(budgeted)
-        if fits([], client) is not None:
-            lo, hi = 0, n - 1  # fits(lo) holds; the answer lies in [lo, hi]
+        full = build(n, client)
+        if fits(full):
+            return full
+        if fits(build(0, client)):
+            # The most newest turns that fit (binary search: fewer turns never lengthen the prompt).
+            lo, hi = 0, n - 1  # build(lo) fits, build(n) does not
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                if fits(budgeted[n - mid :], client) is not None:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            kept = budgeted[n - lo :] if lo else []
-            ids = ids_for(kept, client)
-            return FittedPrompt(self.message(sample, kept, client), ids, list(kept) or outside, n - lo)
+                lo, hi = (mid, hi) if fits(build(mid, client)) else (lo, mid - 1)
+            return build(lo, client)
 
         # No history left and still too long: drop the client text's oldest words.
         words = client.split()
-        lo, hi = 1, len(words) - 1  # words to drop; the answer lies in [lo, hi] if any fits
-        if not words[1:] or fits([], words[-1]) is None:
+        if len(words) < 2 or not fits(build(0, words[-1])):
             raise ValueError(
                 f"prompt_max_tokens={self.max_tokens} is too small for sample {sample.sample_id}: the "
                 f"prompt without history and with one word of client text takes "
-                f"{len(ids_for([], words[-1]))} tokens"
+                f"{len(build(0, words[-1]).prompt_ids)} tokens"
             )
+        lo, hi = 1, len(words) - 1  # words to drop: dropping hi fits, dropping lo - 1 does not
         while lo < hi:
             mid = (lo + hi) // 2
-            if fits([], " ".join(words[mid:])) is not None:
-                hi = mid
-            else:
-                lo = mid + 1
+            lo, hi = (lo, mid) if fits(build(0, " ".join(words[mid:]))) else (mid + 1, hi)
         kept_client = " ".join(words[lo:])
-        ids = ids_for([], kept_client)
         tokenizer = self.encoder.tokenizer
-        dropped_tokens = len(tokenizer(client, add_special_tokens=False)["input_ids"]) - len(
+        dropped = len(tokenizer(client, add_special_tokens=False)["input_ids"]) - len(
             tokenizer(kept_client, add_special_tokens=False)["input_ids"]
         )
-        return FittedPrompt(self.message(sample, [], kept_client), ids, outside, n, max(dropped_tokens, 0))
+        return build(0, kept_client, max(dropped, 0))
 
 
 class MESCDataset(Dataset):
@@ -394,11 +385,11 @@ class MESCDataset(Dataset):
             },
             "reference": sample.response,
             "media_issues": [],
-            "history_turns": len(prompt.history_lines) if self.history_mode == "text" else 0,
+            "history_turns": len(prompt.history_lines),
             "history_turns_dropped": prompt.history_turns_dropped,
             "client_tokens_dropped": prompt.client_tokens_dropped,
         }
-        if self.history_mode == "compressor":
+        if self.history_mode == "compressor":  # the compressor's own budget decides what it keeps
             item["history"] = self.history_tokenizer(prompt.history_lines)
             item["history_turns"] = item["history"].num_kept
             item["history_turns_dropped"] = item["history"].num_dropped

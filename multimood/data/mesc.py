@@ -140,8 +140,22 @@ class MESCContextError(ValueError):
 # Data types
 
 
+class _Spoken:
+    """Speaker tests shared by utterances and turns."""
+
+    speaker: str
+
+    @property
+    def is_client(self) -> bool:
+        return self.speaker == labels.CLIENT
+
+    @property
+    def is_therapist(self) -> bool:
+        return self.speaker == labels.THERAPIST
+
+
 @dataclass(frozen=True)
-class Utterance:
+class Utterance(_Spoken):
     """One utterance of a dialogue, as read from ``MESC.csv`` (plus its description, if any).
 
     ``row`` is the 0-based data-row index in ``MESC.csv`` (it is part of the clip name); ``line``
@@ -163,14 +177,6 @@ class Utterance:
     start_ms: int
     end_ms: int
     description: str | None = field(default=None, repr=False)
-
-    @property
-    def is_client(self) -> bool:
-        return self.speaker == labels.CLIENT
-
-    @property
-    def is_therapist(self) -> bool:
-        return self.speaker == labels.THERAPIST
 
     @property
     def clip_name(self) -> str:
@@ -198,7 +204,7 @@ def most_frequent(values: Iterable[str]) -> str:
 
 
 @dataclass(frozen=True)
-class Turn:
+class Turn(_Spoken):
     """A run of consecutive utterances by one speaker, merged (module docstring, "Turns").
 
     ``utterances`` are in dialogue order and share ``speaker``. A turn built from one utterance is
@@ -213,14 +219,6 @@ class Turn:
             raise ValueError("a turn needs at least one utterance")
         if any(u.speaker != self.speaker for u in self.utterances):
             raise ValueError(f"every utterance of a {self.speaker} turn must be the {self.speaker}'s")
-
-    @property
-    def is_client(self) -> bool:
-        return self.speaker == labels.CLIENT
-
-    @property
-    def is_therapist(self) -> bool:
-        return self.speaker == labels.THERAPIST
 
     @property
     def dialogue_id(self) -> int:
