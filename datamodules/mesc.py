@@ -1,16 +1,16 @@
 """MESCDataModule: MESC (Chu et al. 2025) for all four tasks, from the real annotation files.
 
 Reads ``MESC.csv`` and the split files with :func:`multimood.data.mesc.load_mesc`, one sample per
-therapist turn, and serves batches for :class:`multimood.models.MultiMoodModel`
-(:class:`multimood.data.datasets.MultiModalCollator` lists the keys). Without ``clips_dir`` it is
-text only and needs no media at all.
+therapist turn (merged consecutive therapist utterances, as the authors' code), and serves batches
+for :class:`multimood.models.MultiMoodModel` (:class:`multimood.data.datasets.MultiModalCollator`
+lists the keys). Without ``clips_dir`` it is text only and needs no media at all.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from datamodules.common import MultiModalDataModule, resolve_data_path
 from multimood.data.datasets import (
@@ -21,7 +21,15 @@ from multimood.data.datasets import (
     MultiModalCollator,
 )
 from multimood.data.media import AudioLoader, VideoLoader
-from multimood.data.mesc import MESCData, load_mesc
+from multimood.data.mesc import (
+    PER_UTTERANCE_WARNING,
+    HistoryUnit,
+    MESCData,
+    SampleUnit,
+    check_context_options,
+    check_sample_options,
+    load_mesc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +39,8 @@ class MESCDataModule(MultiModalDataModule):
 
     Args:
         data_dir: Folder with ``MESC.csv``, ``val.json``, ``test.json`` (and ``train.json`` if you
-            have it): the real annotations or ``multimood synth mesc`` output.
+            have it): the real annotations or ``multimood synth mesc`` output. A relative path is
+            read from the working directory (the configs use ``data/mesc``, run from the repo root).
         clips_dir: Folder of ``dia{D}_utt{U}_{row}.mp4`` clips (``multimood cut-clips`` makes them
             from your own episodes), relative to ``data_dir`` unless absolute. None: text only.
         tokenizer: The LLM's tokenizer (hub id, path or ``tiny:``); link it to the model's LLM.
@@ -42,10 +51,28 @@ class MESCDataModule(MultiModalDataModule):
             link it to the compressor's backbone.
         history_max_tokens: Token budget of one history for the compressor (oldest whole turns are
             dropped beyond it); link it to the compressor's ``max_tokens``.
-        history_turns: History length in turns: 0, 5, 9 (paper table 7) or None for all.
-        descriptions: Keep the generated face/voice descriptions of the split files (paper's
-            "w/o desc" ablation when False). MESC's train split has none unless ``train.json``
-            is given.
+        sample_unit: ``turn`` (default): one sample per therapist turn, the run of consecutive
+            therapist utterances merged, as the authors did; ``utterance``: one per therapist
+            utterance, with the earlier utterances of its turn (and their labels) in the history.
+            Per-utterance results are not comparable with paper table 4 (a warning is logged).
+        history_length: History kept per sample, counted in ``history_unit``; None keeps all.
+            Paper table 7 uses 0, 5, 9 and all.
+        history_unit: What ``history_length`` counts: ``exchanges`` (default; client/therapist
+            pairs of merged turns, the authors' ``chat_history[-k*2:]``), ``turns`` (merged turns)
+            or ``utterances`` (single utterances, each its own history entry).
+        descriptions: Generated face/voice descriptions of the split files: ``auto`` (default) uses
+            them only when every split has them (train needs ``train.json``), so train and eval
+            prompts match; ``true`` requires them (an error names the missing ``train.json``
+            unless ``allow_eval_only_context``); ``false`` is the paper's "w/o desc" ablation.
+        problem_situation: The prompt's ``Problem:`` and ``Situation:`` lines, same rule as
+            ``descriptions``.
+        allow_eval_only_context: Let ``descriptions``/``problem_situation: true`` apply to val and
+            test when train lacks them (train and eval prompts then differ).
+        prompt_max_tokens: Budget of the chat-formatted prompt in LLM tokens (media placeholders
+            count one each; media and compressor embeddings are not text). Beyond it the oldest
+            history turns are dropped (text mode), then the client text's oldest words; batches
+            count both (``history_turns_dropped``, ``client_tokens_dropped``). 4096 as the
+            authors' inference. None: no limit.
         modalities: Media to decode when ``clips_dir`` is set: ``video`` and/or ``audio``
             (paper table 7 "w/o video", "w/o audio").
         modality_probs: Random modality selection in training, p = [p_a, p_v, p_av] (paper 3.3):
@@ -74,8 +101,13 @@ class MESCDataModule(MultiModalDataModule):
         history_mode: HistoryMode = "compressor",
         history_tokenizer: str | None = "state-spaces/mamba-370m-hf",
         history_max_tokens: int = 4096,
-        history_turns: int | None = None,
-        descriptions: bool = True,
+        sample_unit: SampleUnit = "turn",
+        history_length: int | None = None,
+        history_unit: HistoryUnit = "exchanges",
+        descriptions: bool | Literal["auto"] = "auto",
+        problem_situation: bool | Literal["auto"] = "auto",
+        allow_eval_only_context: bool = False,
+        prompt_max_tokens: int | None = 4096,
         modalities: tuple[Modality, ...] = ("video", "audio"),
         modality_probs: tuple[float, float, float] | None = None,
         max_client_clips: int | None = 5,
@@ -93,6 +125,10 @@ class MESCDataModule(MultiModalDataModule):
         super().__init__()
         if history_mode == "compressor" and not history_tokenizer:
             raise ValueError("history_mode='compressor' needs history_tokenizer (the compressor backbone's)")
+        check_sample_options(sample_unit, history_length, history_unit)
+        check_context_options(
+            Path(data_dir).expanduser(), descriptions, problem_situation, allow_eval_only_context
+        )
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.clips_dir = resolve_data_path(data_dir, clips_dir)
@@ -120,8 +156,18 @@ class MESCDataModule(MultiModalDataModule):
             raise FileNotFoundError(
                 f"clips_dir {self.clips_dir} is not a folder (set clips_dir: null for text only)"
             )
-        self.data = load_mesc(self.data_dir, history_turns=hp.history_turns, descriptions=hp.descriptions)
+        self.data = load_mesc(
+            self.data_dir,
+            sample_unit=hp.sample_unit,
+            history_length=hp.history_length,
+            history_unit=hp.history_unit,
+            descriptions=hp.descriptions,
+            problem_situation=hp.problem_situation,
+            allow_eval_only_context=hp.allow_eval_only_context,
+        )
         log.info("%s", self.data.report.summary())
+        if hp.sample_unit == "utterance":
+            log.warning("%s", PER_UTTERANCE_WARNING)
         encoder = ChatEncoder(self.tokenizer, system_prompt=hp.system_prompt)
         video = VideoLoader(hp.num_frames, hp.image_size, tuple(hp.image_mean), tuple(hp.image_std))
         audio = AudioLoader(max_seconds=hp.max_audio_seconds)
@@ -139,6 +185,7 @@ class MESCDataModule(MultiModalDataModule):
                 max_client_clips=hp.max_client_clips,
                 history_mode=hp.history_mode,
                 history_tokenizer=self.history_tokenizer,
+                prompt_max_tokens=hp.prompt_max_tokens,
             )
 
     def collator(self) -> MultiModalCollator:

@@ -25,8 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cut one clip per MESC.csv row out of the episodes (resumable; PyAV, no system ffmpeg)",
     ),
     "mesc-report": (
-        "multimood.data.mesc",
-        "rebuild the MESC splits and samples from the annotations and print the counts",
+        "multimood.data.mesc_report",
+        "rebuild the MESC splits and samples; print counts, trivial baselines and prompt lengths",
     ),
     "synth": (
         "multimood.data.synthetic.cli",

@@ -79,7 +79,10 @@ class ChatEncoder:
         return self.tokenizer(answer + self.tokenizer.eos_token, add_special_tokens=False)["input_ids"]
 
     def encode(self, user_message: str, answer: str) -> dict[str, torch.Tensor]:
-        prompt = self.prompt_ids(user_message)
+        return self.encode_ids(self.prompt_ids(user_message), answer)
+
+    def encode_ids(self, prompt: list[int], answer: str) -> dict[str, torch.Tensor]:
+        """:meth:`encode` for a prompt already tokenised with :meth:`prompt_ids`."""
         target = self.answer_ids(answer)
         return {
             "input_ids": torch.tensor(prompt + target),
@@ -143,12 +146,117 @@ class MediaIssueLog:
 # ----------------------------------------------------------------------------------- datasets
 
 
-class MESCDataset(Dataset):
-    """One item per MESC sample (a therapist turn): prompt of paper figure 4, answer of SPEC section 3.
+@dataclass(frozen=True)
+class FittedPrompt:
+    """The MESC user message as the LLM reads it, after the prompt budget.
+
+    ``history_lines``: the formatted history turns the sample keeps (text mode: the ones written
+    into the prompt; compressor mode: all of them, for the compressor's own budget; none mode:
+    none). ``history_turns_dropped``: oldest turns the prompt budget removed (text mode only).
+    ``client_tokens_dropped``: tokens cut from the start of the client text when the prompt was
+    still too long with no history left.
+    """
+
+    message: str
+    prompt_ids: list[int]
+    history_lines: list[str]
+    history_turns_dropped: int = 0
+    client_tokens_dropped: int = 0
+
+
+class MESCPromptBuilder:
+    """The paper-figure-4 user message of a MESC sample, within a token budget.
 
     Args:
-        samples: from :func:`multimood.data.mesc.load_mesc` (history length and descriptions are
-            chosen there).
+        encoder: the LLM's :class:`ChatEncoder`; the budget counts its chat-formatted prompt (system
+            turn, template tokens, the user message and the opened assistant turn).
+        history_mode: ``compressor`` (``<history>`` stays, the compressor reads the turns),
+            ``text`` (``<history>`` replaced by the turns, one per line) or ``none`` (removed).
+        max_tokens: prompt budget in LLM tokens, None for no limit. The ``<video>``, ``<audio>``
+            and ``<history>`` placeholders count one token each: the media and memory embeddings
+            that replace them are not text and are not counted. When the prompt is too long, the
+            oldest history turns are dropped first (text mode), one at a time; if it is still too
+            long with no history left, the client text loses its oldest words until it fits.
+            The default 4,096 is the authors' prompt limit: their inference keeps
+            ``input_ids[:, -max_prompt_tokens:]`` with ``max_prompt_tokens=4096``
+            (``framework/__init__.py``), and their RL data loader drops the oldest history pair until
+            the prompt fits (``GRPO/dataloader.py``).
+    """
+
+    def __init__(
+        self, encoder: ChatEncoder, history_mode: HistoryMode = "compressor", max_tokens: int | None = 4096
+    ) -> None:
+        if history_mode not in ("compressor", "text", "none"):
+            raise ValueError(f"history_mode must be compressor, text or none, got {history_mode!r}")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"prompt max_tokens must be >= 1 or None, got {max_tokens}")
+        self.encoder = encoder
+        self.history_mode = history_mode
+        self.max_tokens = max_tokens
+
+    def message(self, sample: Sample, history_lines: Sequence[str], client_text: str) -> str:
+        prompt = build_mesc_prompt(client_text, problem_type=sample.problem_type, situation=sample.situation)
+        if self.history_mode == "text":
+            prompt = prompt.replace(HISTORY_TOKEN, "\n".join(history_lines))
+        elif self.history_mode == "none":
+            prompt = prompt.replace(HISTORY_TOKEN, "")
+        return prompt
+
+    def __call__(self, sample: Sample) -> FittedPrompt:
+        lines = [format_history_turn(turn) for turn in sample.history] if self.history_mode != "none" else []
+        # Only text-mode history is prompt text the budget may cut; the compressor reads all of
+        # its turns (it has its own budget).
+        n = len(lines) if self.history_mode == "text" else 0
+
+        def build(turns: int, client_text: str, client_tokens_dropped: int = 0) -> FittedPrompt:
+            """The prompt with the newest ``turns`` text-mode history turns and this client text."""
+            kept = lines[len(lines) - turns :] if turns else []
+            message = self.message(sample, kept, client_text)
+            history = kept if self.history_mode == "text" else lines
+            ids = self.encoder.prompt_ids(message)
+            return FittedPrompt(message, ids, history, n - turns, client_tokens_dropped)
+
+        def fits(prompt: FittedPrompt) -> bool:
+            return self.max_tokens is None or len(prompt.prompt_ids) <= self.max_tokens
+
+        client = sample.client_text
+        full = build(n, client)
+        if fits(full):
+            return full
+        if fits(build(0, client)):
+            # The most newest turns that fit (binary search: fewer turns never lengthen the prompt).
+            lo, hi = 0, n - 1  # build(lo) fits, build(n) does not
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if fits(build(mid, client)) else (lo, mid - 1)
+            return build(lo, client)
+
+        # No history left and still too long: drop the client text's oldest words.
+        words = client.split()
+        if len(words) < 2 or not fits(build(0, words[-1])):
+            raise ValueError(
+                f"prompt_max_tokens={self.max_tokens} is too small for sample {sample.sample_id}: the "
+                f"prompt without history and with one word of client text takes "
+                f"{len(build(0, words[-1]).prompt_ids)} tokens"
+            )
+        lo, hi = 1, len(words) - 1  # words to drop: dropping hi fits, dropping lo - 1 does not
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(build(0, " ".join(words[mid:]))) else (mid + 1, hi)
+        kept_client = " ".join(words[lo:])
+        tokenizer = self.encoder.tokenizer
+        dropped = len(tokenizer(client, add_special_tokens=False)["input_ids"]) - len(
+            tokenizer(kept_client, add_special_tokens=False)["input_ids"]
+        )
+        return build(0, kept_client, max(dropped, 0))
+
+
+class MESCDataset(Dataset):
+    """One item per MESC sample (a therapist turn): the prompt of paper figure 4, the four-field answer.
+
+    Args:
+        samples: from :func:`multimood.data.mesc.load_mesc` (sample unit, history length and
+            context are chosen there).
         encoder: the LLM's :class:`ChatEncoder`.
         clips_dir: folder of ``dia{D}_utt{U}_{row}.mp4`` clips; None for text only.
         modalities: which of ``video``/``audio`` to decode (with ``clips_dir``).
@@ -162,8 +270,13 @@ class MESCDataset(Dataset):
             or ``none`` (no history).
         history_tokenizer: the compressor's :class:`~multimood.data.history.HistoryTokenizer`
             (``history_mode="compressor"``).
+        prompt_max_tokens: budget of the chat-formatted prompt in LLM tokens (media placeholders
+            count one each), None for none: :class:`MESCPromptBuilder` says what is cut first.
 
-    Descriptions are whatever the samples carry (``load_mesc(descriptions=...)`` decides).
+    Descriptions are whatever the samples carry (``load_mesc(descriptions=...)`` decides). Items
+    carry ``history_turns`` / ``history_turns_dropped`` (history turns the LLM sees and those a
+    budget removed: the compressor's in compressor mode, the prompt's in text mode) and
+    ``client_tokens_dropped``.
     """
 
     def __init__(
@@ -178,9 +291,9 @@ class MESCDataset(Dataset):
         max_client_clips: int | None = 5,
         history_mode: HistoryMode = "compressor",
         history_tokenizer: Any | None = None,
+        prompt_max_tokens: int | None = 4096,
     ) -> None:
-        if history_mode not in ("compressor", "text", "none"):
-            raise ValueError(f"history_mode must be compressor, text or none, got {history_mode!r}")
+        self.prompt_builder = MESCPromptBuilder(encoder, history_mode, prompt_max_tokens)
         if history_mode == "compressor" and history_tokenizer is None:
             raise ValueError("history_mode='compressor' needs the compressor's history_tokenizer")
         unknown = set(modalities) - {"video", "audio"}
@@ -216,19 +329,6 @@ class MESCDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _history_lines(self, sample: Sample) -> list[str]:
-        return [format_history_turn(turn) for turn in sample.history]
-
-    def _prompt(self, sample: Sample) -> str:
-        prompt = build_mesc_prompt(
-            sample.client_text, problem_type=sample.problem_type, situation=sample.situation
-        )
-        if self.history_mode == "text":
-            prompt = prompt.replace(HISTORY_TOKEN, "\n".join(self._history_lines(sample)))
-        elif self.history_mode == "none":
-            prompt = prompt.replace(HISTORY_TOKEN, "")
-        return prompt
-
     def _chosen_modalities(self, seed: int) -> tuple[str, ...]:
         if self.modality_probs is None:
             return self.modalities
@@ -241,9 +341,10 @@ class MESCDataset(Dataset):
         answer = format_answer(
             sample.client_emotion, sample.therapist_emotion, sample.strategy, sample.response
         )
+        prompt = self.prompt_builder(sample)
         item: dict[str, Any] = {
             "sample_id": sample.sample_id,
-            **self.encoder.encode(self._prompt(sample), answer),
+            **self.encoder.encode_ids(prompt.prompt_ids, answer),
             "targets": {
                 "client_emotion": labels.EMOTIONS.index(sample.client_emotion),
                 "therapist_emotion": labels.EMOTIONS.index(sample.therapist_emotion),
@@ -251,9 +352,14 @@ class MESCDataset(Dataset):
             },
             "reference": sample.response,
             "media_issues": [],
+            "history_turns": len(prompt.history_lines),
+            "history_turns_dropped": prompt.history_turns_dropped,
+            "client_tokens_dropped": prompt.client_tokens_dropped,
         }
-        if self.history_mode == "compressor":
-            item["history"] = self.history_tokenizer(self._history_lines(sample))
+        if self.history_mode == "compressor":  # the compressor's own budget decides what it keeps
+            item["history"] = self.history_tokenizer(prompt.history_lines)
+            item["history_turns"] = item["history"].num_kept
+            item["history_turns_dropped"] = item["history"].num_dropped
         chosen = self._chosen_modalities(seed)
         item["modalities"] = chosen
         if chosen:
@@ -330,8 +436,9 @@ class MultiModalCollator:
     Keys: ``input_ids``/``attention_mask``/``labels`` (right-padded, training),
     ``prompt_ids``/``prompt_attention_mask`` (left-padded, generation); ``video`` (B, T, 3, S, S)
     with ``video_mask`` (B,); ``audio`` (B, F, 128) with ``audio_frame_mask`` (B, F) and
-    ``audio_mask`` (B,); ``history_ids``/``history_attention_mask`` and
-    ``history_turns``/``history_turns_dropped``; ``targets`` (dict of (B,) class indices);
+    ``audio_mask`` (B,); ``history_ids``/``history_attention_mask`` (compressor mode);
+    ``history_turns``/``history_turns_dropped`` (B,) (turns seen / cut by a budget, compressor or
+    text mode) and ``client_tokens_dropped`` (B,) (MESC); ``targets`` (dict of (B,) class indices);
     ``references``, ``sample_ids``, ``modalities`` (lists); ``media_issues`` and ``dropped`` (for
     counting). Absent video/audio rows are zeros with a False mask.
     """
@@ -379,6 +486,7 @@ class MultiModalCollator:
                 )
             histories = [i["history"] for i in items]
             batch["history_ids"], batch["history_attention_mask"] = self.history_tokenizer.collate(histories)
-            batch["history_turns"] = torch.tensor([h.num_kept for h in histories])
-            batch["history_turns_dropped"] = torch.tensor([h.num_dropped for h in histories])
+        for key in ("history_turns", "history_turns_dropped", "client_tokens_dropped"):
+            if key in items[0]:
+                batch[key] = torch.tensor([i[key] for i in items])
         return batch

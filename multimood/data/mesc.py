@@ -1,6 +1,6 @@
 """The MESC corpus: read ``MESC.csv`` and the split files, rebuild the splits, build one sample per therapist turn.
 
-Files (SPEC section 5, all in one folder):
+Files (all in one folder; ``docs/design/mesc-samples.md`` has the reasons and the measured counts):
 
 ``MESC.csv``
     Every utterance of the corpus, one row each, with ``Dialogue_ID``/``Utterance_ID``, speaker,
@@ -21,28 +21,49 @@ Split reconstruction
     dialogues it matches. The description of an utterance is the rest of the split ``text`` after
     the CSV utterance (leading spaces and separators ``,;:`` removed).
 
-Samples (one per therapist utterance; paper section 3, SPEC section 5)
-    For therapist utterance ``t`` of a dialogue:
+Turns
+    A *turn* is a run of consecutive utterances by one speaker (:class:`Turn`). Its text is the
+    utterances joined with a space; its emotion (and, for the therapist, its strategy) is the most
+    frequent label among the run's utterances, ties going to the label that occurs first in the
+    run. The paper only speaks of turns ("[CURRENT CONTEXT] is the current 'Client' turn", figure
+    4); the merging is the authors' released code (``framework/train.py`` of
+    github.com/quangtuan-0504/Multimood, branch ``feature/train_sft``: the answer is
+    ``" ".join(sources['Utterance'])``, its data folders are named ``..._max_emotion_max_strategy``).
 
-    * target: utterance ``t`` with its emotion and strategy (the answer the model writes);
-    * current client turn: the most recent run of consecutive client utterances before ``t``
-      (indices ``s..c``); its clip files give the video and audio; the client's emotion label is
-      the emotion of the *last* utterance of that run (``c``), the most recent client utterance;
-    * reply so far: the therapist utterances between that run and the target (``c+1..t-1``).
-      Therapists often speak several utterances in a row (5,611 of 10,326 therapist utterances
-      follow another therapist utterance), and a target that continues a reply only makes sense
-      with the reply's earlier sentences in view, so they are kept: they are the *last* turns of
-      the history (below), after everything that preceded the client run;
-    * history: every utterance before the client run (``0..s-1``), then the reply so far, in
-      dialogue order; the current client run itself is not repeated there (it is the
-      ``Client utterance`` of the prompt). ``history_turns=N`` keeps the last ``N`` of these
-      turns (paper table 7: 0, 5, 9 or all), so the reply so far is the last to be cut; with
-      ``N=0`` the sample has no history at all (the reply so far stays available in
-      ``Sample.reply_so_far``);
-    * a therapist utterance with no client utterance before it in its dialogue (the dialogue
-      opens with the therapist) has no client emotion and no client clip: it yields no sample and
-      is counted in the report with the reason :data:`NO_CLIENT_TURN`. It still appears as a
-      history turn of the later samples of its dialogue.
+Samples (``sample_unit="turn"``, the default)
+    One sample per therapist turn:
+
+    * target: the therapist turn (merged response, its emotion and strategy);
+    * current client turn: the client turn right before it; its clips give the video and audio
+      and its text the prompt's ``Client utterance``; the client's emotion (task 1) is the emotion
+      of its *last* utterance, the most recent client utterance (the authors'
+      ``get_emotion_user_most_recent``);
+    * history: the turns before the current client turn, merged the same way, so no label of the
+      target's own run can reach the history;
+    * a therapist turn with no client utterance before it (the dialogue opens with the therapist)
+      yields no sample and is counted in the report with the reason :data:`NO_CLIENT_TURN`; it
+      still appears in the history of the later samples of its dialogue.
+
+    ``sample_unit="utterance"`` builds one sample per therapist *utterance* instead, with the
+    earlier utterances of the same therapist turn at the end of its history, gold labels
+    included. A target then often continues a reply whose labels it can copy, so results are not
+    comparable with paper table 4; it exists only to compare with that construction.
+
+History length (``history_length`` counted in ``history_unit``; None keeps everything)
+    * ``exchanges`` (default): the last ``k`` client/therapist pairs of merged turns, the authors'
+      ``sources['history_chat'][-k_turn_history * 2:]`` ("k turn user-assistant most recently");
+      paper table 7's "hist. = 0 / 5 / 9" are read in this unit;
+    * ``turns``: the last ``k`` merged turns;
+    * ``utterances``: the last ``k`` utterances before the current client turn, each its own
+      history entry (not merged), as per-utterance samples count them.
+
+Context (``descriptions``, ``problem_situation``)
+    The generated descriptions and the problem/situation lines exist only where a split file has
+    them: val and test always, train only with ``train.json``. ``"auto"`` (default) uses each only
+    when every split has it, so train and eval prompts have the same sections. Asking for one
+    with ``True`` when train lacks it is an error (:class:`MESCContextError`) that names the
+    missing file, unless ``allow_eval_only_context=True``; ``False`` drops it everywhere (the
+    paper's "w/o desc" ablation for descriptions).
 
 Labels are checked against :mod:`multimood.data.labels`: emotions exactly, strategies up to case
 (three rows spell ``open question``); ``undefined`` is the strategy of client rows and only of
@@ -61,7 +82,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from multimood.data import labels
 
@@ -83,7 +104,20 @@ CSV_COLUMNS: tuple[str, ...] = (
 # Speaker names in the split files.
 SPLIT_SPEAKERS: dict[str, str] = {"user": labels.CLIENT, "sys": labels.THERAPIST}
 
-NO_CLIENT_TURN = "no client utterance before this therapist utterance in its dialogue"
+SampleUnit = Literal["turn", "utterance"]
+HistoryUnit = Literal["exchanges", "turns", "utterances"]
+# A context option: "auto" (on when every split has it), True or False.
+ContextOption = bool | Literal["auto"]
+SAMPLE_UNITS: tuple[str, ...] = ("turn", "utterance")
+HISTORY_UNITS: tuple[str, ...] = ("exchanges", "turns", "utterances")
+
+NO_CLIENT_TURN = "no client utterance before it in its dialogue (the dialogue opens with the therapist)"
+# Printed by mesc-report and logged by the data module whenever sample_unit="utterance".
+PER_UTTERANCE_WARNING = (
+    "sample_unit=utterance: one sample per therapist utterance, whose history ends with the earlier "
+    "utterances of the same therapist turn and their gold labels; results are NOT comparable with "
+    "paper table 4 (use sample_unit=turn)"
+)
 
 _TIME = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})[,.](\d{3})$")
 # Separators the split text sometimes keeps between an utterance and its description.
@@ -98,12 +132,30 @@ class MESCMatchError(ValueError):
     """Split dialogues could not be matched one-to-one to ``MESC.csv`` dialogues."""
 
 
+class MESCContextError(ValueError):
+    """Descriptions or problem/situation were asked for on every split but the train split lacks them."""
+
+
 # --------------------------------------------------------------------------------------------
 # Data types
 
 
+class _Spoken:
+    """Speaker tests shared by utterances and turns."""
+
+    speaker: str
+
+    @property
+    def is_client(self) -> bool:
+        return self.speaker == labels.CLIENT
+
+    @property
+    def is_therapist(self) -> bool:
+        return self.speaker == labels.THERAPIST
+
+
 @dataclass(frozen=True)
-class Turn:
+class Utterance(_Spoken):
     """One utterance of a dialogue, as read from ``MESC.csv`` (plus its description, if any).
 
     ``row`` is the 0-based data-row index in ``MESC.csv`` (it is part of the clip name); ``line``
@@ -127,14 +179,6 @@ class Turn:
     description: str | None = field(default=None, repr=False)
 
     @property
-    def is_client(self) -> bool:
-        return self.speaker == labels.CLIENT
-
-    @property
-    def is_therapist(self) -> bool:
-        return self.speaker == labels.THERAPIST
-
-    @property
     def clip_name(self) -> str:
         """File name of this utterance's clip, as the MESC authors name them."""
         return clip_name(self.dialogue_id, self.utterance_id, self.row)
@@ -150,81 +194,157 @@ class Turn:
         return self.end_ms / 1000.0
 
 
+def most_frequent(values: Iterable[str]) -> str:
+    """The most frequent value; ties go to the one that occurs first (``Counter.most_common``
+    keeps insertion order among equal counts)."""
+    counts = Counter(values)
+    if not counts:
+        raise ValueError("most_frequent() of nothing")
+    return counts.most_common(1)[0][0]
+
+
+@dataclass(frozen=True)
+class Turn(_Spoken):
+    """A run of consecutive utterances by one speaker, merged (module docstring, "Turns").
+
+    ``utterances`` are in dialogue order and share ``speaker``. A turn built from one utterance is
+    how per-utterance samples and the ``utterances`` history unit represent single utterances.
+    """
+
+    speaker: str
+    utterances: tuple[Utterance, ...]
+
+    def __post_init__(self) -> None:
+        if not self.utterances:
+            raise ValueError("a turn needs at least one utterance")
+        if any(u.speaker != self.speaker for u in self.utterances):
+            raise ValueError(f"every utterance of a {self.speaker} turn must be the {self.speaker}'s")
+
+    @property
+    def dialogue_id(self) -> int:
+        return self.utterances[0].dialogue_id
+
+    @property
+    def utterance_ids(self) -> tuple[int, ...]:
+        return tuple(u.utterance_id for u in self.utterances)
+
+    @property
+    def emotion(self) -> str:
+        """The most frequent emotion of the run (ties: the first to occur)."""
+        return most_frequent(u.emotion for u in self.utterances)
+
+    @property
+    def strategy(self) -> str | None:
+        """The most frequent strategy of a therapist run (ties: the first to occur); None for a client."""
+        if not self.is_therapist:
+            return None
+        return most_frequent(u.strategy for u in self.utterances if u.strategy is not None)
+
+    @property
+    def text(self) -> str:
+        """The utterances joined with a space (no descriptions): the merged response of a therapist turn."""
+        return " ".join(u.text for u in self.utterances)
+
+    @property
+    def text_with_descriptions(self) -> str:
+        """Each utterance followed by `` [Description: ...]`` when it has one, joined with spaces."""
+        return " ".join(_with_description(u.text, u.description) for u in self.utterances)
+
+    @property
+    def clip_names(self) -> tuple[str, ...]:
+        return tuple(u.clip_name for u in self.utterances)
+
+
 @dataclass(frozen=True)
 class Dialogue:
-    """One MESC dialogue: its turns in order, and the split-file context when a split file has it."""
+    """One MESC dialogue: its utterances in order, and the split-file context when a split file has it.
+
+    ``split_file`` names the split file the dialogue was matched in (None: built from the CSV
+    alone, so no descriptions, problem type or situation).
+    """
 
     dialogue_id: int
     split: str
-    turns: tuple[Turn, ...]
+    utterances: tuple[Utterance, ...]
     problem_type: str | None = None
     situation: str | None = field(default=None, repr=False)
+    split_file: str | None = None
+
+    @property
+    def turns(self) -> tuple[Turn, ...]:
+        """The dialogue as merged turns (runs of one speaker's consecutive utterances)."""
+        return merge_turns(self.utterances)
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One training/evaluation example: predict the labels and text of one therapist utterance.
+    """One training/evaluation example: predict the labels and the text of one therapist turn.
 
-    See the module docstring for how each part is chosen. ``history`` is already cut to the
-    requested length; ``reply_so_far`` (therapist utterances between the client run and the
-    target) is always given in full, and is also the tail of ``history`` when history is kept.
+    See the module docstring for how each part is chosen. ``target`` is the therapist turn (a
+    single utterance when ``unit == "utterance"``), ``client_turn`` the whole current client turn
+    and ``history`` the earlier turns, already cut to the requested length.
     """
 
     split: str
     dialogue_id: int
     target: Turn
-    client_turns: tuple[Turn, ...]
+    client_turn: Turn
     history: tuple[Turn, ...]
-    reply_so_far: tuple[Turn, ...]
     problem_type: str | None = None
     situation: str | None = field(default=None, repr=False)
+    unit: SampleUnit = "turn"
 
     @property
     def sample_id(self) -> str:
-        """Stable identifier: the target utterance's ``dia{D}_utt{U}``."""
-        return f"dia{self.dialogue_id}_utt{self.target.utterance_id}"
+        """Stable identifier: ``dia{D}_utt{first}-{last}`` (the target run's utterance ids) for
+        turn samples, ``dia{D}_utt{U}`` for per-utterance samples."""
+        ids = self.target.utterance_ids
+        if self.unit == "utterance":
+            return f"dia{self.dialogue_id}_utt{ids[0]}"
+        return f"dia{self.dialogue_id}_utt{ids[0]}-{ids[-1]}"
 
     @property
     def client_emotion(self) -> str:
         """Task 1 label: the emotion of the most recent client utterance."""
-        return self.client_turns[-1].emotion
+        return self.client_turn.utterances[-1].emotion
 
     @property
     def therapist_emotion(self) -> str:
-        """Task 2 label: the target utterance's emotion."""
+        """Task 2 label: the target turn's emotion (most frequent of its run)."""
         return self.target.emotion
 
     @property
     def strategy(self) -> str:
-        """Task 3 label: the target utterance's strategy (canonical spelling)."""
-        assert self.target.strategy is not None  # therapist turns always carry one
-        return self.target.strategy
+        """Task 3 label: the target turn's strategy (most frequent of its run, canonical spelling)."""
+        strategy = self.target.strategy
+        assert strategy is not None  # therapist turns always carry one
+        return strategy
 
     @property
     def response(self) -> str:
-        """Task 4 reference: the target utterance's text."""
+        """Task 4 reference: the target turn's utterances joined with a space."""
         return self.target.text
 
     @property
     def client_utterance(self) -> str:
-        """The current client run's utterances joined with spaces (no descriptions)."""
-        return " ".join(turn.text for turn in self.client_turns)
+        """The current client turn's utterances joined with spaces (no descriptions)."""
+        return self.client_turn.text
 
     @property
     def client_text(self) -> str:
-        """The ``Client utterance`` of the prompt: each utterance of the run followed by its
-        description in brackets when it has one (none when built with ``descriptions=False``)."""
-        return " ".join(_with_description(turn.text, turn.description) for turn in self.client_turns)
+        """The ``Client utterance`` of the prompt: each utterance of the client turn followed by its
+        description in brackets when it has one (none when descriptions are off)."""
+        return self.client_turn.text_with_descriptions
 
     @property
     def clip_names(self) -> tuple[str, ...]:
-        """Clip files of the current client run, oldest first: the sample's video and audio."""
-        return tuple(turn.clip_name for turn in self.client_turns)
+        """Clip files of the current client turn, oldest first: the sample's video and audio."""
+        return self.client_turn.clip_names
 
 
 @dataclass(frozen=True)
 class DroppedSample:
-    """A therapist utterance that yields no sample, and why."""
+    """A therapist turn (or utterance) that yields no sample, and why; ids of its first utterance."""
 
     split: str
     dialogue_id: int
@@ -235,12 +355,15 @@ class DroppedSample:
 
 @dataclass
 class SplitCounts:
-    """Sizes of one split."""
+    """Sizes of one split. ``samples + dropped`` equals ``therapist_turns`` for turn samples and
+    ``therapist_utterances`` for per-utterance samples."""
 
     dialogues: int = 0
     utterances: int = 0
     client_utterances: int = 0
     therapist_utterances: int = 0
+    client_turns: int = 0
+    therapist_turns: int = 0
     utterances_with_description: int = 0
     dialogues_with_context: int = 0
     samples: int = 0
@@ -249,7 +372,12 @@ class SplitCounts:
 
 @dataclass
 class MESCLoadReport:
-    """What :func:`load_mesc` read, rebuilt and dropped. Counts and identifiers only, never text."""
+    """What :func:`load_mesc` read, rebuilt and dropped. Counts and identifiers only, never text.
+
+    ``descriptions`` and ``problem_situation`` say, per split, whether its samples carry them (after
+    resolving ``"auto"``); ``split_has_context`` whether every dialogue of the split came from a
+    split file (val/test always, train only with a ``train.json`` that matches all of it).
+    """
 
     data_dir: str
     split_files: dict[str, str] = field(default_factory=dict)
@@ -258,8 +386,12 @@ class MESCLoadReport:
     unmatched: list[str] = field(default_factory=list)
     ambiguous: list[str] = field(default_factory=list)
     strategy_case_normalised: int = 0
-    history_turns: int | None = None
-    descriptions: bool = True
+    sample_unit: str = "turn"
+    history_length: int | None = None
+    history_unit: str = "exchanges"
+    split_has_context: dict[str, bool] = field(default_factory=dict)
+    descriptions: dict[str, bool] = field(default_factory=dict)
+    problem_situation: dict[str, bool] = field(default_factory=dict)
 
     def dropped_by_reason(self) -> dict[str, dict[str, int]]:
         """``{split: {reason: count}}``."""
@@ -273,8 +405,12 @@ class MESCLoadReport:
         return {
             "data_dir": self.data_dir,
             "split_files": dict(self.split_files),
-            "history_turns": self.history_turns,
-            "descriptions": self.descriptions,
+            "sample_unit": self.sample_unit,
+            "history_length": self.history_length,
+            "history_unit": self.history_unit,
+            "split_has_context": dict(self.split_has_context),
+            "descriptions": dict(self.descriptions),
+            "problem_situation": dict(self.problem_situation),
             "counts": {split: vars(counts).copy() for split, counts in self.counts.items()},
             "dropped_by_reason": self.dropped_by_reason(),
             "dropped": [vars(item).copy() for item in self.dropped],
@@ -285,19 +421,36 @@ class MESCLoadReport:
 
     def summary(self) -> str:
         """A short table for logs."""
-        lines = [
-            f"MESC from {self.data_dir} (history_turns={self.history_turns}, descriptions={self.descriptions})"
-        ]
-        header = f"  {'split':<6}{'dialogues':>10}{'utterances':>11}{'client':>8}{'therapist':>10}{'w/ desc':>9}{'samples':>9}{'dropped':>9}"
+        length = "all" if self.history_length is None else f"{self.history_length} {self.history_unit}"
+        lines = [f"MESC from {self.data_dir} (sample_unit={self.sample_unit}, history={length})"]
+        if self.sample_unit == "utterance":
+            lines.append(f"  WARNING {PER_UTTERANCE_WARNING}")
+        for name, per_split in (
+            ("descriptions", self.descriptions),
+            ("problem/situation", self.problem_situation),
+        ):
+            on = [split for split, value in per_split.items() if value]
+            lines.append(f"  {name}: {', '.join(on) if on else 'off'}")
+        lacking = [split for split, has in self.split_has_context.items() if not has]
+        if lacking:
+            lines.append(
+                f"  no split-file context (descriptions, problem, situation) for: {', '.join(lacking)}"
+                f" (train gets it from {SPLIT_FILES['train']} in the data folder)"
+            )
+        header = (
+            f"  {'split':<6}{'dialogues':>10}{'utterances':>11}{'client':>8}{'therapist':>10}"
+            f"{'t. turns':>9}{'file desc':>10}{'samples':>9}{'dropped':>9}"
+        )
         lines.append(header)
         for split, c in self.counts.items():
             lines.append(
                 f"  {split:<6}{c.dialogues:>10,}{c.utterances:>11,}{c.client_utterances:>8,}"
-                f"{c.therapist_utterances:>10,}{c.utterances_with_description:>9,}{c.samples:>9,}{c.dropped:>9,}"
+                f"{c.therapist_utterances:>10,}{c.therapist_turns:>9,}{c.utterances_with_description:>10,}"
+                f"{c.samples:>9,}{c.dropped:>9,}"
             )
         for split, reasons in self.dropped_by_reason().items():
             for reason, n in reasons.items():
-                lines.append(f"  dropped from {split}: {n} ({reason})")
+                lines.append(f"  dropped from {split}: {n}: {reason}")
         if self.strategy_case_normalised:
             lines.append(f"  strategy spellings normalised for case: {self.strategy_case_normalised} rows")
         lines.extend(f"  unmatched: {item}" for item in self.unmatched)
@@ -338,22 +491,35 @@ def _with_description(text: str, description: str | None) -> str:
     return f"{text} [Description: {description}]" if description else text
 
 
+def merge_turns(utterances: Iterable[Utterance]) -> tuple[Turn, ...]:
+    """Group consecutive utterances of the same speaker into :class:`Turn` s, in order."""
+    runs: list[list[Utterance]] = []
+    for utterance in utterances:
+        if runs and runs[-1][0].speaker == utterance.speaker:
+            runs[-1].append(utterance)
+        else:
+            runs.append([utterance])
+    return tuple(Turn(run[0].speaker, tuple(run)) for run in runs)
+
+
 def format_history_turn(turn: Turn, with_description: bool = True) -> str:
-    """One history turn as text for the conversation compressor (paper 3.2: "U_i includes role
-    information, utterance content, emotional labels, and therapist strategy labels").
+    """One history turn as text for the conversation compressor or the text-mode prompt (paper 3.2:
+    "U_i includes role information, utterance content, emotional labels, and therapist strategy
+    labels").
 
     Format (one line; the compressor appends its own ``<MEM>`` token)::
 
-        Client (emotion: sadness): <utterance>
-        Therapist (emotion: neutral; strategy: Open question): <utterance>
+        Client (emotion: sadness): <utterance> <utterance> ...
+        Therapist (emotion: neutral; strategy: Open question): <utterance> ...
 
-    With ``with_description`` and a description on the turn, `` [Description: <text>]`` follows
-    the utterance. Client turns carry no strategy.
+    The labels are the turn's (most frequent of its run). With ``with_description``, each
+    utterance that has a description is followed by `` [Description: <text>]``. Client turns carry
+    no strategy.
     """
     tags = f"emotion: {turn.emotion}"
     if turn.strategy is not None:
         tags += f"; strategy: {turn.strategy}"
-    text = _with_description(turn.text, turn.description if with_description else None)
+    text = turn.text_with_descriptions if with_description else turn.text
     return f"{turn.speaker} ({tags}): {text}"
 
 
@@ -392,8 +558,8 @@ def _check_labels(speaker: str, emotion: str, strategy: str, where: str) -> tupl
     return emotion, canonical, canonical != strategy
 
 
-def read_mesc_csv(path: str | Path) -> tuple[list[tuple[Turn, ...]], int]:
-    """Read and check ``MESC.csv``; return its dialogues (turns in order) and how many strategy
+def read_mesc_csv(path: str | Path) -> tuple[list[tuple[Utterance, ...]], int]:
+    """Read and check ``MESC.csv``; return its dialogues (utterances in order) and how many strategy
     spellings were normalised for case.
 
     Checks: the ten columns, speakers, emotions, strategies (see module docstring), integer ids,
@@ -401,7 +567,7 @@ def read_mesc_csv(path: str | Path) -> tuple[list[tuple[Turn, ...]], int]:
     contiguous with ``Utterance_ID`` counting 0, 1, 2, ... Every error names the file and line.
     """
     path = Path(path)
-    dialogues: list[list[Turn]] = []
+    dialogues: list[list[Utterance]] = []
     seen_ids: set[int] = set()
     normalised = 0
     with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -447,7 +613,7 @@ def read_mesc_csv(path: str | Path) -> tuple[list[tuple[Turn, ...]], int]:
                 raise MESCFormatError(
                     f"{where}: EndTime {value['EndTime']!r} is not after StartTime {value['StartTime']!r}"
                 )
-            turn = Turn(
+            utterance = Utterance(
                 dialogue_id=dialogue_id,
                 utterance_id=utterance_id,
                 row=row,
@@ -475,11 +641,11 @@ def read_mesc_csv(path: str | Path) -> tuple[list[tuple[Turn, ...]], int]:
                 raise MESCFormatError(
                     f"{where}: Utterance_ID {utterance_id} in Dialogue_ID {dialogue_id}, expected {expected}"
                 )
-            dialogues[-1].append(turn)
+            dialogues[-1].append(utterance)
             row += 1
     if not dialogues:
         raise MESCFormatError(f"{path}: no data rows")
-    return [tuple(turns) for turns in dialogues], normalised
+    return [tuple(utterances) for utterances in dialogues], normalised
 
 
 # --------------------------------------------------------------------------------------------
@@ -577,12 +743,12 @@ def read_split_file(path: str | Path) -> list[SplitDialogue]:
 # Matching split dialogues to CSV dialogues
 
 
-def _matches(split_dialogue: SplitDialogue, turns: Sequence[Turn]) -> bool:
-    return all(u.text.startswith(t.text) for u, t in zip(split_dialogue.utterances, turns, strict=True))
+def _matches(split_dialogue: SplitDialogue, utterances: Sequence[Utterance]) -> bool:
+    return all(s.text.startswith(u.text) for s, u in zip(split_dialogue.utterances, utterances, strict=True))
 
 
 def match_dialogues(
-    split_dialogues: Sequence[SplitDialogue], csv_dialogues: Sequence[tuple[Turn, ...]]
+    split_dialogues: Sequence[SplitDialogue], csv_dialogues: Sequence[tuple[Utterance, ...]]
 ) -> dict[int, list[int]]:
     """For each split dialogue (by ``index``), the positions in ``csv_dialogues`` it matches.
 
@@ -590,8 +756,8 @@ def match_dialogues(
     with the CSV utterance (stripped). Callers decide what zero or several matches mean.
     """
     by_signature: dict[tuple[str, ...], list[int]] = {}
-    for position, turns in enumerate(csv_dialogues):
-        by_signature.setdefault(tuple(t.speaker for t in turns), []).append(position)
+    for position, utterances in enumerate(csv_dialogues):
+        by_signature.setdefault(tuple(u.speaker for u in utterances), []).append(position)
     result: dict[int, list[int]] = {}
     for dialogue in split_dialogues:
         signature = tuple(u.speaker for u in dialogue.utterances)
@@ -605,17 +771,19 @@ def _description(split_text: str, utterance: str) -> str | None:
     return rest or None
 
 
-def _attach(turns: tuple[Turn, ...], split_dialogue: SplitDialogue, split_path: Path) -> tuple[Turn, ...]:
-    """Turns with descriptions from the split dialogue; labels must agree with the CSV."""
+def _attach(
+    utterances: tuple[Utterance, ...], split_dialogue: SplitDialogue, split_path: Path
+) -> tuple[Utterance, ...]:
+    """Utterances with descriptions from the split dialogue; labels must agree with the CSV."""
     out = []
-    for j, (turn, utterance) in enumerate(zip(turns, split_dialogue.utterances, strict=True)):
-        if (utterance.emotion, utterance.strategy) != (turn.emotion, turn.strategy):
+    for j, (utterance, entry) in enumerate(zip(utterances, split_dialogue.utterances, strict=True)):
+        if (entry.emotion, entry.strategy) != (utterance.emotion, utterance.strategy):
             raise MESCMatchError(
-                f"{split_path} [{split_dialogue.index}].dialog[{j}] matches {CSV_NAME} line {turn.line} "
-                f"(Dialogue_ID {turn.dialogue_id}) by text but its labels differ: "
-                f"{utterance.emotion}/{utterance.strategy} vs {turn.emotion}/{turn.strategy}"
+                f"{split_path} [{split_dialogue.index}].dialog[{j}] matches {CSV_NAME} line {utterance.line} "
+                f"(Dialogue_ID {utterance.dialogue_id}) by text but its labels differ: "
+                f"{entry.emotion}/{entry.strategy} vs {utterance.emotion}/{utterance.strategy}"
             )
-        out.append(replace(turn, description=_description(utterance.text, turn.text)))
+        out.append(replace(utterance, description=_description(entry.text, utterance.text)))
     return tuple(out)
 
 
@@ -623,61 +791,176 @@ def _attach(turns: tuple[Turn, ...], split_dialogue: SplitDialogue, split_path: 
 # Samples
 
 
-def _check_history_turns(history_turns: int | None) -> None:
-    if history_turns is not None and (
-        isinstance(history_turns, bool) or not isinstance(history_turns, int) or history_turns < 0
+def check_sample_options(sample_unit: str, history_length: int | None, history_unit: str) -> None:
+    """Raise ValueError, naming the option, for a sample unit, history length or unit we do not know."""
+    if sample_unit not in SAMPLE_UNITS:
+        raise ValueError(f"sample_unit must be one of {', '.join(SAMPLE_UNITS)}, got {sample_unit!r}")
+    if history_unit not in HISTORY_UNITS:
+        raise ValueError(f"history_unit must be one of {', '.join(HISTORY_UNITS)}, got {history_unit!r}")
+    if history_length is not None and (
+        isinstance(history_length, bool) or not isinstance(history_length, int) or history_length < 0
     ):
-        raise ValueError(f"history_turns must be None (all) or an integer >= 0, got {history_turns!r}")
+        raise ValueError(f"history_length must be None (all) or an integer >= 0, got {history_length!r}")
+    if sample_unit == "utterance" and history_length and history_unit != "utterances":
+        raise ValueError(
+            "sample_unit='utterance' builds histories of single utterances, so history_length counts "
+            f"utterances there: set history_unit='utterances' (got {history_unit!r})"
+        )
 
 
-def _strip_descriptions(turns: Iterable[Turn]) -> tuple[Turn, ...]:
-    return tuple(replace(t, description=None) if t.description is not None else t for t in turns)
+def cut_history(turns: Sequence[Turn], history_length: int | None, history_unit: str) -> tuple[Turn, ...]:
+    """The history a sample keeps out of ``turns`` (oldest first), per the module docstring.
+
+    ``exchanges``: the last ``2 * history_length`` turns (client/therapist pairs: the turn before
+    the current client turn is a therapist turn, so the tail is made of whole pairs); ``turns``:
+    the last ``history_length`` turns; ``utterances``: every utterance becomes its own one-utterance
+    turn, then the last ``history_length`` are kept. None keeps all (still split into single
+    utterances for ``utterances``).
+    """
+    entries = tuple(turns)
+    if history_unit == "utterances":
+        entries = tuple(Turn(u.speaker, (u,)) for turn in turns for u in turn.utterances)
+    if history_length is None:
+        return entries
+    keep = 2 * history_length if history_unit == "exchanges" else history_length
+    return entries[-keep:] if keep else ()
+
+
+def _strip_descriptions(utterances: Iterable[Utterance]) -> tuple[Utterance, ...]:
+    return tuple(replace(u, description=None) if u.description is not None else u for u in utterances)
 
 
 def build_samples(
-    dialogue: Dialogue, history_turns: int | None = None, descriptions: bool = True
+    dialogue: Dialogue,
+    sample_unit: SampleUnit = "turn",
+    history_length: int | None = None,
+    history_unit: HistoryUnit = "exchanges",
+    descriptions: bool = True,
+    problem_situation: bool = True,
 ) -> tuple[list[Sample], list[DroppedSample]]:
-    """One sample per therapist utterance of ``dialogue`` (module docstring), and the dropped ones.
+    """The samples of ``dialogue`` (module docstring), and the therapist turns that yield none.
 
-    history_turns: keep the last N history turns (None = all; paper table 7 uses 0, 5, 9, all).
-    descriptions: keep the generated face/voice descriptions (False = the paper's "w/o desc").
+    sample_unit: ``turn`` (one sample per therapist turn) or ``utterance`` (one per therapist
+        utterance; not comparable with paper table 4).
+    history_length, history_unit: how much history to keep (module docstring; None keeps all).
+    descriptions: keep the generated face/voice descriptions the dialogue carries.
+    problem_situation: keep the dialogue's problem type and situation.
     """
-    _check_history_turns(history_turns)
-    turns = dialogue.turns if descriptions else _strip_descriptions(dialogue.turns)
+    check_sample_options(sample_unit, history_length, history_unit)
+    utterances = dialogue.utterances if descriptions else _strip_descriptions(dialogue.utterances)
+    common = {
+        "split": dialogue.split,
+        "dialogue_id": dialogue.dialogue_id,
+        "problem_type": dialogue.problem_type if problem_situation else None,
+        "situation": dialogue.situation if problem_situation else None,
+        "unit": sample_unit,
+    }
     samples: list[Sample] = []
     dropped: list[DroppedSample] = []
+
+    def drop(first: Utterance) -> None:
+        dropped.append(
+            DroppedSample(dialogue.split, dialogue.dialogue_id, first.utterance_id, first.row, NO_CLIENT_TURN)
+        )
+
+    if sample_unit == "turn":
+        turns = merge_turns(utterances)
+        for i, turn in enumerate(turns):
+            if turn.is_client:
+                continue
+            if i == 0:  # turns alternate speakers: only an opening turn has no client turn before it
+                drop(turn.utterances[0])
+                continue
+            history = cut_history(turns[: i - 1], history_length, history_unit)
+            samples.append(Sample(target=turn, client_turn=turns[i - 1], history=history, **common))
+        return samples, dropped
+
     last_client = -1  # index of the most recent client utterance
     run_start = -1  # first index of the client run ending at last_client
-    for t, turn in enumerate(turns):
-        if turn.is_client:
-            if t == 0 or not turns[t - 1].is_client:
-                run_start = t  # a new client run begins
+    for t, utterance in enumerate(utterances):
+        if utterance.is_client:
+            if t == 0 or not utterances[t - 1].is_client:
+                run_start = t
             last_client = t
             continue
         if last_client < 0:
-            dropped.append(
-                DroppedSample(
-                    dialogue.split, dialogue.dialogue_id, turn.utterance_id, turn.row, NO_CLIENT_TURN
-                )
-            )
+            drop(utterance)
             continue
-        reply_so_far = turns[last_client + 1 : t]
-        history = turns[:run_start] + reply_so_far
-        if history_turns is not None:
-            history = history[-history_turns:] if history_turns else ()
+        # Everything before the client run, then the therapist's reply so far (the leak).
+        earlier = utterances[:run_start] + utterances[last_client + 1 : t]
+        history = cut_history([Turn(u.speaker, (u,)) for u in earlier], history_length, "utterances")
+        client_turn = Turn(labels.CLIENT, utterances[run_start : last_client + 1])
         samples.append(
             Sample(
-                split=dialogue.split,
-                dialogue_id=dialogue.dialogue_id,
-                target=turn,
-                client_turns=turns[run_start : last_client + 1],
+                target=Turn(utterance.speaker, (utterance,)),
+                client_turn=client_turn,
                 history=history,
-                reply_so_far=reply_so_far,
-                problem_type=dialogue.problem_type,
-                situation=dialogue.situation,
+                **common,
             )
         )
     return samples, dropped
+
+
+# --------------------------------------------------------------------------------------------
+# Which context every split gets
+
+
+def _check_context_value(name: str, value: Any) -> None:
+    if not (value is True or value is False or value == "auto"):
+        raise ValueError(f"{name} must be auto, true or false, got {value!r}")
+
+
+def _context_error(asked: Sequence[str], data_dir: Path, why: str) -> MESCContextError:
+    requests = " and ".join(f"{name}=true" for name in asked)
+    names = " and ".join(asked)
+    return MESCContextError(
+        f"{requests} {'ask' if len(asked) > 1 else 'asks'} for context that only the split files carry, "
+        f"but {why}: train prompts would lack what val/test prompts have. Put the official MESC "
+        f"train.json in {data_dir}, set {names} to auto (on only when every split has it) or false, or "
+        "set allow_eval_only_context=true to use it on val/test only."
+    )
+
+
+def check_context_options(
+    data_dir: str | Path,
+    descriptions: ContextOption = "auto",
+    problem_situation: ContextOption = "auto",
+    allow_eval_only_context: bool = False,
+) -> None:
+    """Fail before anything loads when ``True`` asks for context the train split cannot have.
+
+    Only the presence of ``train.json`` is checked here (cheap, no parsing); :func:`load_mesc`
+    also checks, after matching, that it covers every train dialogue.
+    """
+    _check_context_value("descriptions", descriptions)
+    _check_context_value("problem_situation", problem_situation)
+    asked = [
+        n for n, v in (("descriptions", descriptions), ("problem_situation", problem_situation)) if v is True
+    ]
+    if not asked or allow_eval_only_context:
+        return
+    data_dir = Path(data_dir)
+    train_path = data_dir / SPLIT_FILES["train"]
+    if not train_path.is_file():
+        raise _context_error(asked, data_dir, f"{train_path} is missing")
+
+
+def _resolve_context(
+    name: str, value: ContextOption, has: dict[str, bool], allow: bool, data_dir: Path, counts: dict[str, int]
+) -> dict[str, bool]:
+    """Per split, whether its samples carry this context (module docstring, "Context")."""
+    if value is False:
+        return dict.fromkeys(has, False)
+    if value == "auto":
+        return dict.fromkeys(has, all(has.values()))
+    missing = [split for split, ok in has.items() if not ok]
+    if missing and not allow:
+        why = "; ".join(
+            f"{counts[split]} {split} dialogue(s) are not in {data_dir / SPLIT_FILES[split]}"
+            for split in missing
+        )
+        raise _context_error([name], data_dir, why)
+    return dict(has)
 
 
 # --------------------------------------------------------------------------------------------
@@ -729,9 +1012,16 @@ def load_dialogues(
                 )
                 continue
             claimed[position] = name
-            turns = _attach(csv_dialogues[position], dialogue, split_path)
+            utterances = _attach(csv_dialogues[position], dialogue, split_path)
             assigned[split].append(
-                Dialogue(turns[0].dialogue_id, split, turns, dialogue.problem_type, dialogue.situation)
+                Dialogue(
+                    utterances[0].dialogue_id,
+                    split,
+                    utterances,
+                    dialogue.problem_type,
+                    dialogue.situation,
+                    split_path.name,
+                )
             )
     problems = report.unmatched + report.ambiguous
     if strict and problems:
@@ -759,22 +1049,23 @@ def load_dialogues(
                 report.ambiguous.append(
                     f"{name}: matches {len(found)} {CSV_NAME} dialogues or one already matched"
                 )
-    for position, turns in enumerate(csv_dialogues):
+    for position, utterances in enumerate(csv_dialogues):
         if position in claimed:
             continue
         context = train_context.get(position)
         if context is None:
-            assigned["train"].append(Dialogue(turns[0].dialogue_id, "train", turns))
+            assigned["train"].append(Dialogue(utterances[0].dialogue_id, "train", utterances))
         else:
             split_dialogue, path = context
-            turns = _attach(turns, split_dialogue, path)
+            utterances = _attach(utterances, split_dialogue, path)
             assigned["train"].append(
                 Dialogue(
-                    turns[0].dialogue_id,
+                    utterances[0].dialogue_id,
                     "train",
-                    turns,
+                    utterances,
                     split_dialogue.problem_type,
                     split_dialogue.situation,
+                    path.name,
                 )
             )
 
@@ -784,68 +1075,69 @@ def load_dialogues(
     for split, items in dialogues.items():
         counts = SplitCounts(dialogues=len(items))
         for dialogue in items:
-            counts.utterances += len(dialogue.turns)
-            counts.client_utterances += sum(t.is_client for t in dialogue.turns)
-            counts.therapist_utterances += sum(t.is_therapist for t in dialogue.turns)
-            counts.utterances_with_description += sum(t.description is not None for t in dialogue.turns)
+            turns = dialogue.turns
+            counts.utterances += len(dialogue.utterances)
+            counts.client_utterances += sum(u.is_client for u in dialogue.utterances)
+            counts.therapist_utterances += sum(u.is_therapist for u in dialogue.utterances)
+            counts.client_turns += sum(t.is_client for t in turns)
+            counts.therapist_turns += sum(t.is_therapist for t in turns)
+            counts.utterances_with_description += sum(u.description is not None for u in dialogue.utterances)
             counts.dialogues_with_context += (
                 dialogue.problem_type is not None or dialogue.situation is not None
             )
         report.counts[split] = counts
+        report.split_has_context[split] = all(d.split_file is not None for d in items)
     return dialogues, report
 
 
 def load_mesc(
     data_dir: str | Path,
-    history_turns: int | None = None,
-    descriptions: bool = True,
+    *,
+    sample_unit: SampleUnit = "turn",
+    history_length: int | None = None,
+    history_unit: HistoryUnit = "exchanges",
+    descriptions: ContextOption = "auto",
+    problem_situation: ContextOption = "auto",
+    allow_eval_only_context: bool = False,
     strict: bool = True,
 ) -> MESCData:
     """Read the MESC annotations in ``data_dir`` and build the samples of every split.
 
     data_dir: folder with ``MESC.csv``, ``val.json``, ``test.json`` (and optionally ``train.json``).
-    history_turns: history length in turns, None for all (paper table 7: 0, 5, 9, all).
-    descriptions: keep the generated face/voice descriptions (False: the paper's "w/o desc").
+    sample_unit: ``turn`` (default; one sample per therapist turn) or ``utterance`` (not comparable
+        with paper table 4).
+    history_length, history_unit: history kept per sample, e.g. 5 ``exchanges`` (paper table 7:
+        0, 5, 9, all); None keeps all.
+    descriptions, problem_situation: ``auto`` (on when every split has them), True or False; see
+        the module docstring. True without train context raises :class:`MESCContextError` (before
+        reading anything when ``train.json`` is missing) unless ``allow_eval_only_context``.
     strict: raise when val/test dialogues cannot be matched one-to-one to the CSV.
     """
-    _check_history_turns(history_turns)
+    check_sample_options(sample_unit, history_length, history_unit)
+    check_context_options(data_dir, descriptions, problem_situation, allow_eval_only_context)
     dialogues, report = load_dialogues(data_dir, strict=strict)
-    report.history_turns, report.descriptions = history_turns, descriptions
+    report.sample_unit, report.history_length, report.history_unit = sample_unit, history_length, history_unit
+    unmatched = {split: sum(d.split_file is None for d in items) for split, items in dialogues.items()}
+    for name, value in (("descriptions", descriptions), ("problem_situation", problem_situation)):
+        resolved = _resolve_context(
+            name, value, report.split_has_context, allow_eval_only_context, Path(data_dir), unmatched
+        )
+        setattr(report, name, resolved)
     samples: dict[str, tuple[Sample, ...]] = {}
     for split, items in dialogues.items():
         built: list[Sample] = []
         for dialogue in items:
-            new, dropped = build_samples(dialogue, history_turns=history_turns, descriptions=descriptions)
+            new, dropped = build_samples(
+                dialogue,
+                sample_unit=sample_unit,
+                history_length=history_length,
+                history_unit=history_unit,
+                descriptions=report.descriptions[split],
+                problem_situation=report.problem_situation[split],
+            )
             built.extend(new)
             report.dropped.extend(dropped)
             report.counts[split].dropped += len(dropped)
         report.counts[split].samples = len(built)
         samples[split] = tuple(built)
     return MESCData(dialogues=dialogues, samples=samples, report=report)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``multimood mesc-report --data DIR``: load MESC, print the load report (counts only)."""
-    from multimood.cli import make_parser
-
-    parser = make_parser("mesc-report", "Rebuild the MESC splits and samples and print the load report.")
-    parser.add_argument(
-        "--data", required=True, help="folder with MESC.csv, val.json, test.json [train.json]"
-    )
-    parser.add_argument(
-        "--history-turns", type=int, default=None, help="history length in turns (default: all)"
-    )
-    parser.add_argument("--no-descriptions", action="store_true", help="drop the generated descriptions")
-    parser.add_argument(
-        "--json", default=None, help="also write the report (counts, ids, no text) to this file"
-    )
-    args = parser.parse_args(argv)
-    data = load_mesc(args.data, history_turns=args.history_turns, descriptions=not args.no_descriptions)
-    print(data.report.summary())
-    if args.json:
-        Path(args.json).write_text(json.dumps(data.report.to_dict(), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,9 +18,10 @@ figure's):
   own lines.
 * The guide's ``*Guide:*``, ``*Advisement:*`` ... asterisks are italics of the typeset figure
   (inconsistently applied: "Communication Skills" has none); they are dropped.
-* ``{problem_type}``/``{situation}`` are left empty when unknown (MESC train dialogues have no
-  split-file context unless ``train.json`` is provided): the line stays, with nothing after the
-  colon.
+* ``{problem_type}``/``{situation}`` are left empty when unknown or switched off: the line stays,
+  with nothing after the colon. MESC train dialogues have them only with ``train.json``, so by
+  default (``problem_situation: auto``) every split leaves them empty and train and eval prompts
+  keep the same sections (``docs/design/mesc-samples.md``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ INSTRUCTION = "\n".join(
     ]
 )
 
-# The answer's field names, in order (SPEC section 3); multimood.data.answer writes and reads them.
+# The answer's field names, in order (paper figure 4, [OUTPUT FORMAT]); multimood.data.answer writes
+# and reads them.
 OUTPUT_FIELDS: tuple[str, ...] = (
     "Client's emotion",
     "Therapist's emotion",
@@ -104,7 +106,7 @@ def build_mesc_prompt(
     )
 
 
-# DFEW (SPEC section 5): emotion recognition from video alone, one of the 7 classes.
+# DFEW (paper section 4.1, table 3): emotion recognition from video alone, one of the 7 classes.
 DFEW_ANSWER_FIELD = "Emotion"
 DFEW_PROMPT = "\n".join(
     [

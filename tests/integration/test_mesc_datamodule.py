@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from jsonargparse import ArgumentParser
 
 from datamodules import MESCDataModule
 from multimood.constants import AUDIO_TOKEN, HISTORY_TOKEN, IGNORE_INDEX, VIDEO_TOKEN
 from multimood.data.answer import parse_answer
 from multimood.data.labels import EMOTIONS, STRATEGIES
+from multimood.data.mesc import PER_UTTERANCE_WARNING, MESCContextError
 from multimood.data.synthetic import make_mesc
 
 REAL_TOKENIZER = "packaged:qwen2-tokenizer"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _decode(tok, ids: torch.Tensor, mask: torch.Tensor | None = None) -> str:
@@ -34,7 +40,7 @@ def test_text_only_batches_on_the_real_annotations(real_mesc_dir: Path) -> None:
     )
     dm.setup("fit")
     counts = dm.data.report.counts
-    assert [counts[s].samples for s in ("train", "val", "test")] == [8034, 990, 1062]
+    assert [counts[s].samples for s in ("train", "val", "test")] == [3721, 445, 454]  # therapist turns
     assert "video" not in next(iter(dm.train_dataloader()))
     batch = next(iter(dm.val_dataloader()))
     tok = dm.tokenizer
@@ -55,7 +61,9 @@ def test_text_only_batches_on_the_real_annotations(real_mesc_dir: Path) -> None:
         assert HISTORY_TOKEN not in user  # replaced by the turns themselves
         assert f"Client utterance: {sample.client_text}" in user
         for turn in sample.history[-2:]:
-            assert turn.text in user
+            assert all(u.text in user for u in turn.utterances)
+        assert int(batch["history_turns"][b]) == len(sample.history)  # nothing over the budget here
+        assert int(batch["history_turns_dropped"][b]) == int(batch["client_tokens_dropped"][b]) == 0
         # Exactly the answer (and the end of the turn) is supervised.
         supervised = batch["labels"][b][batch["labels"][b] != IGNORE_INDEX]
         answer = tok.decode(supervised)
@@ -81,18 +89,89 @@ def test_compressor_history_on_the_real_annotations(real_mesc_dir: Path) -> None
         str(real_mesc_dir),
         tokenizer=REAL_TOKENIZER,
         history_tokenizer="tiny:mamba",
-        history_turns=5,
+        history_length=5,
         batch_size=3,
     )
     dm.setup("fit")
     batch = next(iter(dm.test_dataloader()))
     mem = dm.history_tokenizer.mem_token_id
     for b, sample in enumerate(dm.datasets["test"].samples[:3]):
-        assert len(sample.history) <= 5
+        assert len(sample.history) <= 10  # 5 client/therapist exchanges
         ids = batch["history_ids"][b][batch["history_attention_mask"][b].bool()]
         assert int((ids == mem).sum()) == len(sample.history) == int(batch["history_turns"][b])
         prompt = _decode(dm.tokenizer, batch["input_ids"][b], batch["attention_mask"][b])
         assert f"Chat history: {HISTORY_TOKEN}" in prompt
+
+
+def _sections(message: str) -> tuple:
+    """What a prompt is made of, without its content: each line's label (up to the first colon)
+    and whether it has a value, and whether any generated description is in it."""
+    lines = tuple(
+        (line.split(":", 1)[0], bool(line.split(":", 1)[1].strip()) if ":" in line else None)
+        for line in message.split("\n")
+    )
+    return lines, "[Description:" in message
+
+
+@pytest.mark.real_data
+def test_default_config_gives_train_and_test_prompts_the_same_sections(real_mesc_dir: Path) -> None:
+    """No train.json: the shipped config (as YAML, parsed like the configs test) must not give
+    val/test prompts sections that train prompts lack."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(L.LightningDataModule, "data")
+    cfg = parser.parse_args(
+        [
+            "--data",
+            str(CONFIGS / "data" / "mesc.yaml"),
+            f"--data.init_args.data_dir={real_mesc_dir}",
+            "--data.init_args.clips_dir=null",  # text only: no clips here
+            f"--data.init_args.tokenizer={REAL_TOKENIZER}",  # the config's hub id is offline here
+            "--data.init_args.history_tokenizer=tiny:mamba",
+            "--data.init_args.num_workers=0",
+        ]
+    )
+    dm = parser.instantiate(cfg).data
+    assert (dm.hparams.descriptions, dm.hparams.problem_situation) == ("auto", "auto")  # from the YAML
+    assert (dm.hparams.sample_unit, dm.hparams.history_unit) == ("turn", "exchanges")
+    dm.setup("fit")
+    found = {}
+    loaders = {"train": dm.train_dataloader(), "test": dm.test_dataloader()}
+    for split in ("train", "test"):
+        dataset = dm.datasets[split]
+        found[split] = {
+            _sections(dataset.prompt_builder.message(s, [], s.client_text)) for s in dataset.samples
+        }
+        # What the batches carry is one of those shapes.
+        batch = next(iter(loaders[split]))
+        text = dm.tokenizer.decode(batch["prompt_ids"][0][batch["prompt_attention_mask"][0].bool()])
+        user = text.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+        assert _sections(user) in found[split]
+    assert found["train"] == found["test"]
+    ((lines, described),) = found["test"]  # one shape for every sample
+    assert not described
+    assert ("Problem", False) in lines and ("Situation", False) in lines
+
+
+@pytest.mark.real_data
+def test_asking_for_descriptions_without_train_descriptions_fails_at_construction(
+    real_mesc_dir: Path,
+) -> None:
+    with pytest.raises(MESCContextError) as caught:
+        MESCDataModule(str(real_mesc_dir), tokenizer=REAL_TOKENIZER, history_mode="text", descriptions=True)
+    message = str(caught.value)
+    assert re.search(re.escape(str(real_mesc_dir / "train.json")) + " is missing", message)
+    assert "allow_eval_only_context=true" in message
+    dm = MESCDataModule(
+        str(real_mesc_dir),
+        tokenizer=REAL_TOKENIZER,
+        history_mode="text",
+        descriptions=True,
+        allow_eval_only_context=True,
+        limit_samples=2,
+    )
+    dm.setup("fit")
+    assert "[Description:" in dm.datasets["val"].prompt_builder(dm.datasets["val"].samples[0]).message
+    assert "[Description:" not in dm.datasets["train"].prompt_builder(dm.datasets["train"].samples[0]).message
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +291,58 @@ def test_generation_reads_the_prompt_of_a_training_batch(synthetic_mesc: Path) -
     assert len(texts) == 2
     assert torch.equal(seen["input_ids"], batch["prompt_ids"])  # the answer is not in the generation input
     assert "labels" not in seen
+
+
+def test_per_utterance_samples_are_flagged(synthetic_mesc: Path, caplog: pytest.LogCaptureFixture) -> None:
+    turn = MESCDataModule(str(synthetic_mesc), tokenizer="tiny:qwen2", history_mode="none")
+    utterance = MESCDataModule(
+        str(synthetic_mesc), tokenizer="tiny:qwen2", history_mode="none", sample_unit="utterance"
+    )
+    with caplog.at_level(logging.WARNING):
+        turn.setup("fit")
+    assert PER_UTTERANCE_WARNING not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        utterance.setup("fit")
+    assert PER_UTTERANCE_WARNING in caplog.text
+    counts = utterance.data.report.counts["train"]
+    assert len(utterance.datasets["train"]) == counts.therapist_utterances - counts.dropped
+    assert (
+        len(turn.datasets["train"])
+        == turn.data.report.counts["train"].therapist_turns - turn.data.report.counts["train"].dropped
+    )
+    with pytest.raises(ValueError, match="history_unit='utterances'"):
+        MESCDataModule(str(synthetic_mesc), tokenizer="tiny:qwen2", sample_unit="utterance", history_length=3)
+
+
+def test_text_mode_prompts_stay_within_the_budget(synthetic_mesc: Path) -> None:
+    """A small budget: every prompt fits, the newest history turns are the ones kept, and the
+    batch counts what was dropped."""
+    budget = 560
+    dm = MESCDataModule(
+        str(synthetic_mesc),
+        tokenizer="tiny:qwen2",
+        history_mode="text",
+        prompt_max_tokens=budget,
+        batch_size=4,
+    )
+    free = MESCDataModule(
+        str(synthetic_mesc), tokenizer="tiny:qwen2", history_mode="text", prompt_max_tokens=None
+    )
+    dm.setup("fit")
+    free.setup("fit")
+    dropped_somewhere = 0
+    seen = 0
+    for batch in dm.train_dataloader():
+        lengths = batch["prompt_attention_mask"].sum(-1)
+        assert (lengths <= budget).all()
+        for b, sid in enumerate(batch["sample_ids"]):
+            index = [s.sample_id for s in dm.datasets["train"].samples].index(sid)
+            sample = dm.datasets["train"].samples[index]
+            kept, dropped = int(batch["history_turns"][b]), int(batch["history_turns_dropped"][b])
+            assert kept + dropped == len(sample.history)
+            full = free.datasets["train"][index]
+            assert (len(full["prompt_ids"]) > budget) == bool(dropped or batch["client_tokens_dropped"][b])
+            dropped_somewhere += dropped
+            seen += 1
+    assert seen == len(dm.datasets["train"])
+    assert dropped_somewhere > 0  # the budget was small enough to matter

@@ -48,7 +48,13 @@ def test_round_trip_every_label_combination() -> None:
 def test_round_trip_every_real_sample(real_mesc_dir: Path) -> None:
     from multimood.data.mesc import load_mesc
 
-    samples = [s for split in load_mesc(real_mesc_dir, history_turns=0).samples.values() for s in split]
+    # Merged therapist turns (the default samples) and single utterances (sample_unit="utterance").
+    samples = [
+        s
+        for unit in ("turn", "utterance")
+        for split in load_mesc(real_mesc_dir, sample_unit=unit, history_length=0).samples.values()
+        for s in split
+    ]
     mismatches = 0
     for s in samples:
         parsed = parse_answer(format_answer(s.client_emotion, s.therapist_emotion, s.strategy, s.response))
@@ -59,7 +65,7 @@ def test_round_trip_every_real_sample(real_mesc_dir: Path) -> None:
             parsed.strategy,
             parsed.response,
         ) != expected
-    assert len(samples) == 10_086 and mismatches == 0  # a count: a failure prints no utterance
+    assert len(samples) == 4_620 + 10_086 and mismatches == 0  # a count: a failure prints no utterance
 
 
 @pytest.mark.parametrize(

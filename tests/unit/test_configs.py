@@ -35,8 +35,8 @@ def test_data_configs_parse(path: Path) -> None:
 
 def test_a_misspelled_option_is_caught(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text((CONFIGS / "data" / "mesc.yaml").read_text().replace("history_turns:", "history_turn:"))
-    with pytest.raises(Exception, match="history_turn"):
+    bad.write_text((CONFIGS / "data" / "mesc.yaml").read_text().replace("history_length:", "history_lenght:"))
+    with pytest.raises(Exception, match="history_lenght"):
         _parse(L.LightningDataModule, bad)
 
 
