@@ -436,7 +436,8 @@ class MultiModalCollator:
     Keys: ``input_ids``/``attention_mask``/``labels`` (right-padded, training),
     ``prompt_ids``/``prompt_attention_mask`` (left-padded, generation); ``video`` (B, T, 3, S, S)
     with ``video_mask`` (B,); ``audio`` (B, F, 128) with ``audio_frame_mask`` (B, F) and
-    ``audio_mask`` (B,); ``history_ids``/``history_attention_mask`` (compressor mode);
+    ``audio_mask`` (B,); ``history_ids``/``history_attention_mask`` with the history tokenizer's
+    ``history_mem_token_id`` and ``history_tokenizer_name`` (compressor mode; the model checks them);
     ``history_turns``/``history_turns_dropped`` (B,) (turns seen / cut by a budget, compressor or
     text mode) and ``client_tokens_dropped`` (B,) (MESC); ``targets`` (dict of (B,) class indices);
     ``references``, ``sample_ids``, ``modalities`` (lists); ``media_issues`` and ``dropped`` (for
@@ -486,6 +487,9 @@ class MultiModalCollator:
                 )
             histories = [i["history"] for i in items]
             batch["history_ids"], batch["history_attention_mask"] = self.history_tokenizer.collate(histories)
+            # The fused model refuses history ids whose <MEM> id is not its compressor's.
+            batch["history_mem_token_id"] = self.history_tokenizer.mem_token_id
+            batch["history_tokenizer_name"] = self.history_tokenizer.name
         for key in ("history_turns", "history_turns_dropped", "client_tokens_dropped"):
             if key in items[0]:
                 batch[key] = torch.tensor([i[key] for i in items])
