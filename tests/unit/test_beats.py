@@ -230,7 +230,8 @@ def test_token_geometry_follows_the_paper(model: BEATsEncoder) -> None:
     with torch.no_grad():
         features, mask = model.extract_features(_noise(160_000, seed=1)[None])
     assert features.shape == (1, 496, model.output_dim) and mask.shape == (1, 496) and not mask.any()
-    # 30 s -> 2998 frames -> 187 x 8 = 1,496 tokens (SPEC section 2); fbank values do not matter here.
+    # 30 s -> 2998 frames -> 187 x 8 = 1,496 tokens, what VideoLLaMA2-AV's 30 s window gives; the
+    # fbank values do not matter here.
     assert fbank_num_frames(480_000) == 2998 and model.num_tokens(2998) == 1496
     with torch.no_grad():
         features, _ = model.forward_fbank(torch.randn(1, 2998, 128))
@@ -345,7 +346,8 @@ def formula_fbank() -> tuple[torch.Tensor, torch.Tensor]:
 
 # Computed by microsoft/unilm beats/BEATs.py (commit 768a3c8) with formula_weights on the tiny cfg,
 # its fbank step bypassed to read formula_fbank: features[b, ::12, :3] per clip, and the mean of
-# |features| over valid tokens. See the report of the "beats" branch for the script.
+# |features| over valid tokens. tests/reference/make_beats_reference.py recomputes them (it needs a
+# checkout of unilm's beats/ folder; see its docstring).
 OFFICIAL_SLICES = [
     [
         [1.348317, 1.682978, -1.368967],
