@@ -444,14 +444,29 @@ class _TransformerEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(dim)
         self.layerdrop = config.encoder_layerdrop
         self.gradient_decay = config.layer_wise_gradient_decay_ratio
+        # Bucket indices (L, L) for the longest length seen, on the device of the bias table; see
+        # position_bias. A plain attribute, not a buffer: it never enters state_dict, DDP does not
+        # broadcast it (ranks may hold different lengths), and to_empty() cannot fill it with garbage.
+        self._buckets: torch.Tensor | None = None
 
     def position_bias(self, length: int) -> torch.Tensor | None:
-        """Relative position bias (H, N, N) from layer 0's bucket table, or None when disabled."""
+        """Relative position bias (H, N, N) from layer 0's bucket table, or None when disabled.
+
+        The bucket indices depend only on the length, so they are computed once and reused: on the
+        CPU, as the official code computes them (float rounding at bucket boundaries then matches),
+        then kept on the table's device. A bucket depends only on key - query, so the indices for a
+        shorter length are the top-left corner of a longer one's; the cache is rebuilt only for a
+        longer input or after the module moved to another device (the first forward there).
+        """
         table = getattr(self.layers[0].self_attn, "relative_attention_bias", None)
         if table is None:
             return None
-        buckets = relative_position_buckets(length, self.num_buckets, self.max_distance)
-        return table(buckets.to(table.weight.device)).permute(2, 0, 1)
+        device = table.weight.device
+        buckets = self._buckets
+        if buckets is None or buckets.device != device or buckets.shape[0] < length:
+            buckets = relative_position_buckets(length, self.num_buckets, self.max_distance).to(device)
+            self._buckets = buckets
+        return table(buckets[:length, :length]).permute(2, 0, 1)  # (H, N, N)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, N, D), padding_mask: (B, N) True=padding -> (B, N, D)."""

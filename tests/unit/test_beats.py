@@ -12,7 +12,12 @@ import torch
 
 from multimood.data.fbank import beats_fbank, fbank_num_frames
 from multimood.hub import resolve
-from multimood.models.beats import BEATsConfig, BEATsEncoder, _WeightNormConv1d
+from multimood.models.beats import (
+    BEATsConfig,
+    BEATsEncoder,
+    _WeightNormConv1d,
+    relative_position_buckets,
+)
 from multimood.tiny.beats import CHECKPOINT_NAME, TINY_BEATS_CFG, build_tiny_beats
 
 # State-dict names of microsoft/unilm beats/BEATs.py + backbone.py for a 2-layer model with
@@ -312,6 +317,57 @@ def test_bad_inputs_are_named(model: BEATsEncoder) -> None:
         model.forward_fbank(torch.zeros(1, 100, 64))
     with pytest.raises(ValueError, match="padding_mask must be a bool tensor"):
         model.extract_features(torch.zeros(1, 16_000), torch.zeros(1, 16_000))
+
+
+# ---- the relative-position bucket cache ---------------------------------------------------------
+
+
+def test_position_buckets_are_computed_once_and_equal_the_uncached_table(
+    monkeypatch: pytest.MonkeyPatch, tiny_path: str
+) -> None:
+    import multimood.models.beats as beats_module
+
+    uncached = beats_module.relative_position_buckets
+    calls: list[int] = []
+
+    def counting(length: int, num_buckets: int, max_distance: int) -> torch.Tensor:
+        calls.append(length)
+        return uncached(length, num_buckets, max_distance)
+
+    monkeypatch.setattr(beats_module, "relative_position_buckets", counting)
+    encoder = BEATsEncoder.from_checkpoint(tiny_path).eval()
+    short = beats_fbank(_noise(16_000, seed=11))[None]  # 98 frames -> 6 x 8 = 48 tokens
+    long = beats_fbank(_noise(32_000, seed=12))[None]  # 198 frames -> 12 x 8 = 96 tokens
+    with torch.no_grad():
+        first, _ = encoder.forward_fbank(short)
+        second, _ = encoder.forward_fbank(short)
+        assert calls == [48] and torch.equal(first, second)
+        encoder.forward_fbank(long)  # a longer input rebuilds the table once ...
+        third, _ = encoder.forward_fbank(short)  # ... and a shorter one reads its corner
+    assert calls == [48, 96] and torch.equal(third, first)
+
+    config, layers = encoder.config, encoder.encoder
+    table = layers.layers[0].self_attn.relative_attention_bias
+    with torch.no_grad():
+        for length in (1, 7, 48, 95, 96):
+            expected = table(uncached(length, config.num_buckets, config.max_distance)).permute(2, 0, 1)
+            assert torch.equal(layers.position_bias(length), expected), length
+    assert calls == [48, 96]
+    assert set(encoder.state_dict()) == OFFICIAL_KEYS  # the cache is no checkpoint entry
+
+    # Moved to another device (meta stands in for a GPU here), the table is rebuilt there once.
+    encoder.to("meta")
+    assert layers.position_bias(96).device.type == "meta" and calls == [48, 96, 96]
+    assert layers.position_bias(50).device.type == "meta" and calls == [48, 96, 96]
+
+
+def test_bucket_table_of_a_shorter_input_is_the_corner_of_a_longer_one() -> None:
+    """What the cache relies on, at the released model's sizes (320 buckets, max distance 800),
+    up to the 1,496 tokens of 30 s, across the exact, log-spaced and clamped bucket ranges."""
+    full = relative_position_buckets(1496, 320, 800)
+    assert full.min() == 0 and full.max() == 319
+    for length in (1, 79, 81, 801, 1200):
+        assert torch.equal(full[:length, :length], relative_position_buckets(length, 320, 800)), length
 
 
 # ---- numerical agreement with microsoft/unilm ---------------------------------------------------
