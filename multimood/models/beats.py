@@ -709,7 +709,7 @@ class BEATsEncoder(nn.Module):
         config = BEATsConfig.from_dict(checkpoint["cfg"], source=str(file))
         with torch.device("meta"):  # no random init: every tensor comes from the file
             model = cls(config, padding_rule=padding_rule, label_dict=checkpoint.get("label_dict"))
-        model.load_official_state_dict(checkpoint["model"], source=str(file))
+        model.load_official_state_dict(checkpoint["model"], source=str(file), assign=True)
         if drop_predictor and model.predictor is not None:
             model.predictor = model.predictor_dropout = None
             model.config = replace(
@@ -719,9 +719,14 @@ class BEATsEncoder(nn.Module):
         return model
 
     def load_official_state_dict(
-        self, state_dict: Mapping[str, torch.Tensor], source: str = "state dict"
+        self, state_dict: Mapping[str, torch.Tensor], source: str = "state dict", assign: bool = False
     ) -> None:
-        """Load official weights, assigning the given tensors (works on a ``meta``-device model).
+        """Load official weights.
+
+        By default the values are copied into the existing parameters, which keep their dtype and
+        device (a bf16 checkpoint loads into a float32 model as float32). ``assign=True`` makes the
+        given tensors the parameters, with their dtype and device: what a ``meta``-device model
+        needs (:meth:`from_checkpoint`).
 
         Also accepts the names ``torch.nn.utils.parametrizations.weight_norm`` gives the positional
         convolution (``parametrizations.weight.original0/1``). Raises ValueError listing missing
@@ -741,7 +746,7 @@ class BEATsEncoder(nn.Module):
             if not torch.equal(state_dict[key], state_dict[shared[0]]):
                 raise ValueError(f"{source}: {key} differs from {shared[0]}, but all layers share one table")
         try:
-            self.load_state_dict(state_dict, strict=True, assign=True)
+            self.load_state_dict(state_dict, strict=True, assign=assign)
         except RuntimeError as error:  # shape mismatches
             raise ValueError(f"{source}: {error}") from error
 

@@ -468,6 +468,35 @@ def test_bfloat16_runs_close_to_float32(model: BEATsEncoder) -> None:
     torch.testing.assert_close(low.float(), reference, atol=0.15, rtol=0.05)
 
 
+def test_loading_official_weights_copies_into_the_existing_dtype_unless_assigned(tiny_path: str) -> None:
+    weights = {k: v.to(torch.bfloat16) for k, v in _load(Path(tiny_path) / CHECKPOINT_NAME)["model"].items()}
+    copied = BEATsEncoder.from_checkpoint(tiny_path)
+    copied.load_official_state_dict(weights)
+    assert {p.dtype for p in copied.parameters()} == {torch.float32}
+    assert torch.equal(
+        copied.state_dict()["encoder.layers.1.fc1.weight"], weights["encoder.layers.1.fc1.weight"].float()
+    )
+    assigned = BEATsEncoder.from_checkpoint(tiny_path)
+    assigned.load_official_state_dict(weights, assign=True)
+    assert {p.dtype for p in assigned.parameters()} == {torch.bfloat16}
+
+
+def test_audio_tower_dtype_casts_beats_and_returns_the_fbank_dtype() -> None:
+    from multimood.models.audio import AudioTower
+
+    full, low = AudioTower("tiny:beats"), AudioTower("tiny:beats", dtype="bfloat16")
+    assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
+    fbank = beats_fbank(_noise(16_000, seed=13))[None]
+    with torch.no_grad():
+        reference, _ = full(fbank)
+        features, mask = low(fbank)
+    assert features.dtype == torch.float32 and mask.shape == features.shape[:2]
+    assert not torch.equal(features, reference)
+    assert (features - reference).norm() / reference.norm() < 0.05
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        AudioTower("tiny:beats", dtype="float64")  # type: ignore[arg-type]
+
+
 # ---- fine-tuned checkpoints ---------------------------------------------------------------------
 
 
