@@ -1,8 +1,11 @@
 """The language model: any transformers causal LM, optionally 4-bit NF4 (QLoRA) with LoRA adapters.
 
-Paper B.2: "To enable efficient training, we adopt QLoRA with a rank of 128 and an alpha of 256",
-4-bit NF4 base with double quantisation, gradient checkpointing, bf16 on GPU. 4-bit NF4 + LoRA
-also trains on CPU with bitsandbytes >= 0.50, so the same path is tested here.
+Paper B.2: "We apply QLoRA (Dettmers et al. 2023) with a rank of 128 and an alpha of 256 [...]
+we used Zero3 (Rajbhandari et al. 2020) for multi-gpu training". The paper names no quantisation
+details; we follow VideoLLaMA2's QLoRA recipe (``scripts/custom/finetune_qlora.sh``: ``--bits 4``,
+``--lora_r 128 --lora_alpha 256``, ``--bf16 True``, DeepSpeed; ``train.py`` defaults to NF4 with
+double quantisation), which is QLoRA's own setting. 4-bit NF4 + LoRA also trains on CPU with
+bitsandbytes >= 0.50, so the same path is tested here.
 
 Precision (docs/design/precision.md): every parameter that is not 4-bit is kept in one dtype,
 ``dtype`` (LoRA adapters in ``lora_dtype``, which defaults to it). peft's
