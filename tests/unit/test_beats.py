@@ -479,6 +479,12 @@ def test_loading_official_weights_copies_into_the_existing_dtype_unless_assigned
     assigned = BEATsEncoder.from_checkpoint(tiny_path)
     assigned.load_official_state_dict(weights, assign=True)
     assert {p.dtype for p in assigned.parameters()} == {torch.bfloat16}
+    # The device is kept too: a model on another device (meta stands in for a GPU) stays there,
+    # while assigning would have put the checkpoint's CPU tensors in it.
+    elsewhere = BEATsEncoder.from_checkpoint(tiny_path).to("meta")
+    with pytest.warns(UserWarning, match="copying from a non-meta parameter"):  # torch: copy, no-op on meta
+        elsewhere.load_official_state_dict(weights)
+    assert {p.device.type for p in elsewhere.parameters()} == {"meta"}
 
 
 def test_audio_tower_dtype_casts_beats_and_returns_the_fbank_dtype() -> None:
