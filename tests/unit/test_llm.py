@@ -211,7 +211,13 @@ def test_precision_traps_are_refused_before_any_weight_loads(no_loading, tmp_pat
         LanguageModel("tiny:qwen2", lora_dtype="float32")
 
 
-def test_auto_dtype_is_the_checkpoints(tmp_path: Path) -> None:
-    llm = LanguageModel("tiny:qwen2")  # its config.json says float32
-    assert llm.weights_dtype == torch.float32
-    assert {p.dtype for p in llm.parameters()} == {torch.float32}
+def test_auto_dtype_is_the_one_the_checkpoint_config_names(tmp_path: Path) -> None:
+    import shutil
+
+    assert LanguageModel("tiny:qwen2").weights_dtype == torch.float32  # its config.json says float32
+    # Without a dtype transformers would load float32; "auto" must read the config's bfloat16.
+    shutil.copytree(resolve("tiny:qwen2"), tmp_path, dirs_exist_ok=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16"}))
+    llm = LanguageModel(str(tmp_path))
+    assert llm.weights_dtype == torch.bfloat16 and {p.dtype for p in llm.parameters()} == {torch.bfloat16}
