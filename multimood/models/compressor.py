@@ -177,12 +177,13 @@ class MambaHistoryCompressor(nn.Module):
         load_in_4bit: load the backbone's linear layers in NF4 with double quantisation
             (bitsandbytes; paper B.2); ``dt_proj`` stays in full precision. Needs LoRA or
             ``freeze_backbone``: 4-bit weights cannot be trained directly.
-        dtype: dtype of every compressor weight: ``float32``, ``bfloat16`` or ``float16``. The
-            backbone (its 4-bit layers compute in it and are packed into it, as the LLM's), LoRA
-            adapters, P_H and the ``<MEM>`` vector: one dtype, which FSDP needs to flatten a module,
-            and memory embeddings come out in it. Training P_H, ``<MEM>`` or adapters in bf16 needs
-            float32 master weights in the optimizer (docs/design/precision.md); float32 weights
-            under bf16 autocast are the simple safe setting for stage A.
+        dtype: dtype of every unquantised compressor weight: ``float32``, ``bfloat16`` or
+            ``float16``. The backbone (its 4-bit layers compute in it), LoRA adapters, P_H and the
+            ``<MEM>`` vector share it, and memory embeddings come out in it. 4-bit weights stay
+            packed in uint8 (a 370M backbone needs no FSDP sharding, and uint8 packing survives
+            module-wide dtype casts). Training P_H, ``<MEM>`` or adapters in bf16 needs float32
+            master weights in the optimizer (docs/design/precision.md); float32 weights under bf16
+            autocast are the simple safe setting for stage A.
         use_mambapy: use mambapy's parallel scan when the CUDA kernels are absent; ``None`` (auto)
             turns it on exactly when the ``mamba_ssm``/``causal_conv1d`` kernels are unavailable.
         gradient_checkpointing: recompute each Mamba block in backward (non-reentrant).
@@ -275,7 +276,6 @@ class MambaHistoryCompressor(nn.Module):
                 bnb_4bit_quant_type="nf4",
                 bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=dtype,
-                bnb_4bit_quant_storage=dtype,  # as the LLM: one dtype per layer for FSDP
                 llm_int8_skip_modules=list(_NOT_QUANTIZED),
             )
         # A state-spaces/mamba-*-hf checkpoint is a MambaForCausalLM; MambaModel loads its

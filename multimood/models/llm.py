@@ -265,6 +265,27 @@ class LanguageModel(nn.Module):
             if param.dtype != target:
                 param.data = param.data.to(target)
 
+    def _apply(self, fn: Any, recurse: bool = True) -> LanguageModel:
+        """Refuse module-wide dtype casts that would reinterpret packed 4-bit weights.
+
+        ``.float()``, ``.half()``, ``.to(dtype)`` and precision plugins cast every floating
+        parameter. Packed in a float ``bnb_4bit_quant_storage``, 4-bit codes are floating too, and a
+        cast to another dtype converts them as numbers: the weights are destroyed (silently when the
+        size matches, bf16 -> fp16). A cast to the storage dtype itself, and any cast with uint8
+        storage, are harmless and go through.
+        """
+        for name, param in self.named_parameters():
+            if _is_quantized(param):
+                probe = fn(torch.empty(0, dtype=param.dtype, device=param.device))
+                if probe.dtype != param.dtype:
+                    raise TypeError(
+                        f"cannot cast {name} from {_dtype_name(param.dtype)} to {_dtype_name(probe.dtype)}: it "
+                        "holds 4-bit codes packed in bnb_4bit_quant_storage, which a cast would destroy; build the "
+                        "LanguageModel with the dtype you want (dtype, bnb_4bit_quant_storage) instead"
+                    )
+                break  # every 4-bit weight shares the storage dtype
+        return super()._apply(fn, recurse)
+
     @property
     def config(self) -> Any:
         return self.model.config

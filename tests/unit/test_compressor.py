@@ -241,8 +241,7 @@ def test_4bit_nf4_with_lora_trains_on_cpu_and_base_stays_4bit() -> None:
     assert not torch.equal(before, lora_b)
     for layer in (mixer.in_proj, mixer.x_proj, mixer.out_proj):
         weight = getattr(layer, "base_layer", layer).weight
-        # Packed into the compute dtype (float32 here), as the LLM's 4-bit base: see the bf16 test.
-        assert isinstance(weight, Params4bit) and weight.dtype == torch.float32 and weight.grad is None
+        assert isinstance(weight, Params4bit) and weight.dtype == torch.uint8 and weight.grad is None
     assert mixer.dt_proj.weight.dtype == torch.float32  # read directly by the mixer: kept unquantised
     assert (
         model.parameter_counts()["backbone"]
@@ -264,9 +263,10 @@ def test_bf16_4bit_lora_compressor_keeps_one_dtype_and_trains() -> None:
         dtype="bfloat16",
         use_mambapy=False,  # transformers' mambapy scan fails in bf16: see the next test
     ).train()
-    quantized = {n for n, p in model.named_parameters() if isinstance(p, Params4bit)}
-    assert quantized and {p.dtype for p in model.parameters()} == {torch.bfloat16}  # storage included
-    assert model.base_backbone.config.quantization_config.bnb_4bit_quant_storage == torch.bfloat16
+    quantized = [p for p in model.parameters() if isinstance(p, Params4bit)]
+    assert quantized and {p.dtype for p in quantized} == {torch.uint8}  # packed 4-bit codes
+    dtypes = {n: p.dtype for n, p in model.named_parameters() if not isinstance(p, Params4bit)}
+    assert set(dtypes.values()) == {torch.bfloat16}
     assert model.mem_embedding.dtype == model.projector.weight.dtype == torch.bfloat16
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert any("lora_" in n for n in trainable) and "mem_embedding" in trainable
@@ -280,7 +280,7 @@ def test_bf16_4bit_lora_compressor_keeps_one_dtype_and_trains() -> None:
     optimizer.step()
     moved = {n for n, p in trainable.items() if not torch.equal(p, before[n])}
     assert {"projector.weight", "mem_embedding"} <= moved and any("lora_B" in n for n in moved)
-    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for n, p in model.named_parameters() if n in dtypes} == {torch.bfloat16}
 
 
 def test_low_precision_with_the_mambapy_scan_is_refused_at_construction() -> None:

@@ -155,6 +155,18 @@ def test_bf16_qlora_keeps_every_unquantised_parameter_in_bf16_and_trains() -> No
     assert all(p.dtype == torch.bfloat16 for p in lora.values())
     assert all(p.dtype == torch.bfloat16 for p in _quantized(llm).values())  # base stays 4-bit, packed
 
+    # A module-wide cast would convert the packed codes as numbers: refused, before anything changes.
+    with torch.no_grad():
+        trained = llm.eval()(**ids).logits
+    for cast in (lambda m: m.float(), lambda m: m.half(), lambda m: torch.nn.Sequential(m).to(torch.float16)):
+        with pytest.raises(TypeError, match=r"4-bit codes packed in bnb_4bit_quant_storage"):
+            cast(llm)
+    llm.to(torch.bfloat16)  # the storage dtype itself: harmless
+    with torch.no_grad():
+        assert torch.equal(llm(**ids).logits, trained)
+    packed_in_uint8.float()  # uint8 codes are not floating point: casts leave them alone
+    assert {p.dtype for p in _quantized(packed_in_uint8).values()} == {torch.uint8}
+
 
 def test_float32_lora_inside_a_bf16_model() -> None:
     llm = LanguageModel(
