@@ -10,6 +10,9 @@ from torch import nn
 from multimood.hub import resolve
 from multimood.models.beats import BEATsEncoder
 
+DTypeName = Literal["float32", "bfloat16", "float16"]
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class AudioTower(nn.Module):
     """BEATs features for BEATs fbanks computed by the data pipeline (paper eq. 4, E_A).
@@ -22,6 +25,10 @@ class AudioTower(nn.Module):
             eval mode when its parent trains, because released BEATs configs carry layer drop.
         padding_rule: How padded fbank frames mask tokens: ``exact`` (a token is padding if any of
             its frames is) or ``official`` (the reference implementation's chunking).
+        dtype: Dtype of every BEATs weight (the released checkpoints are float32). Fbanks are cast
+            to it and the features back to the fbank's dtype. VideoLLaMA2 runs BEATs in bf16; the
+            paper configuration does too. The weight-normed positional kernel and GELU are still
+            computed in float32 inside, as the official code does.
     """
 
     def __init__(
@@ -29,13 +36,16 @@ class AudioTower(nn.Module):
         checkpoint: str,
         freeze: bool = True,
         padding_rule: Literal["exact", "official"] = "exact",
+        dtype: DTypeName = "float32",
     ) -> None:
         super().__init__()
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         self.checkpoint = checkpoint
         self.freeze = freeze
         self.encoder = BEATsEncoder.from_checkpoint(
             resolve(checkpoint), padding_rule=padding_rule, drop_predictor=True
-        )
+        ).to(_DTYPES[dtype])
         if freeze:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -53,6 +63,8 @@ class AudioTower(nn.Module):
     def forward(
         self, fbank: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """fbank (B, F, 128), padding (B, F) True=pad -> features (B, N, D), padding (B, N)."""
+        """fbank (B, F, 128), padding (B, F) True=pad -> features (B, N, D) in the fbank's dtype,
+        padding (B, N)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            return self.encoder.forward_fbank(fbank, padding_mask)
+            features, padding = self.encoder.forward_fbank(fbank, padding_mask)
+        return features.to(fbank.dtype), padding

@@ -444,14 +444,29 @@ class _TransformerEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(dim)
         self.layerdrop = config.encoder_layerdrop
         self.gradient_decay = config.layer_wise_gradient_decay_ratio
+        # Bucket indices (L, L) for the longest length seen, on the device of the bias table; see
+        # position_bias. A plain attribute, not a buffer: it never enters state_dict, DDP does not
+        # broadcast it (ranks may hold different lengths), and to_empty() cannot fill it with garbage.
+        self._buckets: torch.Tensor | None = None
 
     def position_bias(self, length: int) -> torch.Tensor | None:
-        """Relative position bias (H, N, N) from layer 0's bucket table, or None when disabled."""
+        """Relative position bias (H, N, N) from layer 0's bucket table, or None when disabled.
+
+        The bucket indices depend only on the length, so they are computed once and reused: on the
+        CPU, as the official code computes them (float rounding at bucket boundaries then matches),
+        then kept on the table's device. A bucket depends only on key - query, so the indices for a
+        shorter length are the top-left corner of a longer one's; the cache is rebuilt only for a
+        longer input or after the module moved to another device (the first forward there).
+        """
         table = getattr(self.layers[0].self_attn, "relative_attention_bias", None)
         if table is None:
             return None
-        buckets = relative_position_buckets(length, self.num_buckets, self.max_distance)
-        return table(buckets.to(table.weight.device)).permute(2, 0, 1)
+        device = table.weight.device
+        buckets = self._buckets
+        if buckets is None or buckets.device != device or buckets.shape[0] < length:
+            buckets = relative_position_buckets(length, self.num_buckets, self.max_distance).to(device)
+            self._buckets = buckets
+        return table(buckets[:length, :length]).permute(2, 0, 1)  # (H, N, N)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, N, D), padding_mask: (B, N) True=padding -> (B, N, D)."""
@@ -694,7 +709,7 @@ class BEATsEncoder(nn.Module):
         config = BEATsConfig.from_dict(checkpoint["cfg"], source=str(file))
         with torch.device("meta"):  # no random init: every tensor comes from the file
             model = cls(config, padding_rule=padding_rule, label_dict=checkpoint.get("label_dict"))
-        model.load_official_state_dict(checkpoint["model"], source=str(file))
+        model.load_official_state_dict(checkpoint["model"], source=str(file), assign=True)
         if drop_predictor and model.predictor is not None:
             model.predictor = model.predictor_dropout = None
             model.config = replace(
@@ -704,9 +719,14 @@ class BEATsEncoder(nn.Module):
         return model
 
     def load_official_state_dict(
-        self, state_dict: Mapping[str, torch.Tensor], source: str = "state dict"
+        self, state_dict: Mapping[str, torch.Tensor], source: str = "state dict", assign: bool = False
     ) -> None:
-        """Load official weights, assigning the given tensors (works on a ``meta``-device model).
+        """Load official weights.
+
+        By default the values are copied into the existing parameters, which keep their dtype and
+        device (a bf16 checkpoint loads into a float32 model as float32). ``assign=True`` makes the
+        given tensors the parameters, with their dtype and device: what a ``meta``-device model
+        needs (:meth:`from_checkpoint`).
 
         Also accepts the names ``torch.nn.utils.parametrizations.weight_norm`` gives the positional
         convolution (``parametrizations.weight.original0/1``). Raises ValueError listing missing
@@ -726,7 +746,7 @@ class BEATsEncoder(nn.Module):
             if not torch.equal(state_dict[key], state_dict[shared[0]]):
                 raise ValueError(f"{source}: {key} differs from {shared[0]}, but all layers share one table")
         try:
-            self.load_state_dict(state_dict, strict=True, assign=True)
+            self.load_state_dict(state_dict, strict=True, assign=assign)
         except RuntimeError as error:  # shape mismatches
             raise ValueError(f"{source}: {error}") from error
 

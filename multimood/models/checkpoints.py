@@ -14,6 +14,11 @@ transformers-style folder (``config.json`` + safetensors shards or ``pytorch_mod
 The LLM is read by transformers itself: give ``LanguageModel(name_or_path=<folder>,
 model_class="transformers.Qwen2ForCausalLM")`` (the folder's config names VideoLLaMA2's own
 architecture). :func:`load_videollama2_av` then fills the other parts, strictly.
+
+The release stores bf16 tensors. They are copied into the parameters the model was built with, so
+each part keeps its own dtype and device (choose them with the components' ``dtype`` options, and
+move the model as usual): loading never leaves one part bf16 on the checkpoint's device while the
+next one expects float32.
 """
 
 from __future__ import annotations
@@ -122,7 +127,8 @@ def _load_component(module: nn.Module, state: dict[str, torch.Tensor], source: s
 def load_videollama2_av(model: nn.Module, folder: str, strict: bool = True) -> LoadReport:
     """Load the STC connector, BEATs and the audio projector of a VideoLLaMA2.1-AV folder.
 
-    Each component present in ``model`` is loaded with ``strict=True``: a missing or unexpected key
+    Values are copied into the existing parameters (each keeps its dtype and device). Each
+    component present in ``model`` is loaded with ``strict=True``: a missing or unexpected key
     raises :class:`CheckpointMismatchError` listing them (e.g. an audio projector built as
     ``linear`` against the checkpoint's ``mlp2x_gelu``). With ``strict``, a key that belongs to no
     known part (neither a component, nor the LLM, nor the skipped vision tower) is an error too.

@@ -178,8 +178,13 @@ class MambaHistoryCompressor(nn.Module):
         load_in_4bit: load the backbone's linear layers in NF4 with double quantisation
             (bitsandbytes; paper B.2); ``dt_proj`` stays in full precision. Needs LoRA or
             ``freeze_backbone``: 4-bit weights cannot be trained directly.
-        dtype: dtype of the backbone weights (and 4-bit compute dtype): ``float32``, ``bfloat16``
-            or ``float16``. P_H and the ``<MEM>`` vector stay float32; precision plugins autocast.
+        dtype: dtype of every unquantised compressor weight: ``float32``, ``bfloat16`` or
+            ``float16``. The backbone (its 4-bit layers compute in it), LoRA adapters, P_H and the
+            ``<MEM>`` vector share it, and memory embeddings come out in it. 4-bit weights stay
+            packed in uint8 (a 370M backbone needs no FSDP sharding, and uint8 packing survives
+            module-wide dtype casts). Training P_H, ``<MEM>`` or adapters in bf16 needs float32
+            master weights in the optimizer (docs/design/precision.md); float32 weights under bf16
+            autocast are the simple safe setting for stage A.
         use_mambapy: use mambapy's parallel scan when the CUDA kernels are absent; ``None`` (auto)
             turns it on exactly when the ``mamba_ssm``/``causal_conv1d`` kernels are unavailable.
         gradient_checkpointing: recompute each Mamba block in backward (non-reentrant).
@@ -208,6 +213,14 @@ class MambaHistoryCompressor(nn.Module):
         super().__init__()
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dtype != "float32" and _resolve_use_mambapy(use_mambapy):
+            # transformers 5.23's reference scan (modeling_mamba.selective_scan, mambapy branch)
+            # multiplies the float32 scan states by C in the weights' dtype and raises a dtype error.
+            raise ValueError(
+                f"dtype={dtype} cannot run with mambapy's scan (transformers' mambapy path multiplies float32 "
+                "states by low-precision weights and fails): use dtype=float32 (bf16 autocast still applies), "
+                "or the mamba_ssm/causal_conv1d CUDA kernels, or use_mambapy=False for the slow sequential scan"
+            )
         if lora_r < 0:
             raise ValueError(f"lora_r must be >= 0 (0 disables LoRA), got {lora_r}")
         if load_in_4bit and lora_r == 0 and not freeze_backbone:
@@ -234,6 +247,10 @@ class MambaHistoryCompressor(nn.Module):
         )
         if lora_r > 0:
             self._add_lora(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, targets=targets)
+            # peft creates adapters in float32 whatever the base dtype: one dtype for the module.
+            for name, param in self.backbone.named_parameters():
+                if "lora_" in name:
+                    param.data = param.data.to(_DTYPES[dtype])
         if gradient_checkpointing:
             base = self.base_backbone
             # transformers >= 5.2x renamed gradient checkpointing to activation checkpointing.
@@ -274,12 +291,14 @@ class MambaHistoryCompressor(nn.Module):
         self.mem_token_id = mem_token_id
         hidden = model.config.hidden_size
         table = model.get_input_embeddings().weight
-        device = table.device
+        # The embedding table is never quantised: its dtype is the backbone's ``dtype``, which the
+        # <MEM> vector and P_H share.
+        device, dtype = table.device, table.dtype
         # New-token embeddings start at the mean of the pretrained rows: a point the backbone has
         # seen inputs around, rather than a random direction of arbitrary scale.
         init = torch.zeros(hidden) if device.type == "meta" else table.detach().float().mean(dim=0)
-        self.mem_embedding = nn.Parameter(init.to(device))
-        self.projector = _make_projector(projector, hidden, llm_hidden_size).to(device)
+        self.mem_embedding = nn.Parameter(init.to(device=device, dtype=dtype))
+        self.projector = _make_projector(projector, hidden, llm_hidden_size).to(device=device, dtype=dtype)
         self.llm_hidden_size = llm_hidden_size
         # LoRA or 4-bit weights must not reach the fused CUDA training kernel (mamba_inner_fn),
         # which reads x_proj/out_proj weights directly: it would skip adapters and misread 4-bit

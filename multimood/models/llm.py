@@ -1,13 +1,25 @@
 """The language model: any transformers causal LM, optionally 4-bit NF4 (QLoRA) with LoRA adapters.
 
-Paper B.2: QLoRA with rank 128 and alpha 256 on all linear layers of the LLM, NF4 4-bit base with
-double quantisation, gradient checkpointing, bf16 on GPU. 4-bit NF4 + LoRA also trains on CPU with
+Paper B.2: "We apply QLoRA (Dettmers et al. 2023) with a rank of 128 and an alpha of 256 [...]
+we used Zero3 (Rajbhandari et al. 2020) for multi-gpu training". The paper names no quantisation
+details; we follow VideoLLaMA2's QLoRA recipe (``scripts/custom/finetune_qlora.sh``: ``--bits 4``,
+``--lora_r 128 --lora_alpha 256``, ``--bf16 True``, DeepSpeed; ``train.py`` defaults to NF4 with
+double quantisation), which is QLoRA's own setting. 4-bit NF4 + LoRA also trains on CPU with
 bitsandbytes >= 0.50, so the same path is tested here.
+
+Precision (docs/design/precision.md): every parameter that is not 4-bit is kept in one dtype,
+``dtype`` (LoRA adapters in ``lora_dtype``, which defaults to it). peft's
+``prepare_model_for_kbit_training`` is not called: besides freezing the base, which we do, it casts
+every non-4-bit parameter to float32 (embeddings, ``lm_head``, norms: about 2.2 GB more at 7B, and a
+float32 residual stream), which VideoLLaMA2's training script then casts back. The 4-bit weights are
+packed into ``bnb_4bit_quant_storage`` (default: the compute dtype, as VideoLLaMA2), so that under
+FSDP a layer holds one dtype and can be flattened and sharded.
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -19,13 +31,21 @@ from multimood.models.modes import evaluating
 from multimood.tokenization import load_llm_tokenizer
 
 DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
+FloatDType = Literal["float32", "bfloat16", "float16"]
+QuantStorage = Literal["uint8", "float32", "bfloat16", "float16"]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _dtype(name: str) -> torch.dtype:
+def _dtype(name: str, option: str = "dtype") -> torch.dtype:
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+        return _DTYPES[name]
     except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; use float32, bfloat16 or float16") from None
+        raise ValueError(f"unknown {option} {name!r}; use float32, bfloat16 or float16") from None
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _import(path: str) -> Any:
@@ -37,8 +57,42 @@ def _import(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def checkpoint_dtype(path: str, trust_remote_code: bool = False) -> torch.dtype:
+    """The weight dtype a checkpoint's config names (``dtype``, or ``torch_dtype`` in older files).
+
+    What ``dtype="auto"`` means, read before any weight loads (the 4-bit compute dtype follows it).
+    float32 when the config names none, which is also what transformers loads without a dtype.
+    """
+    from transformers import PretrainedConfig
+
+    config, _ = PretrainedConfig.get_config_dict(path, trust_remote_code=trust_remote_code)
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    if name not in _DTYPES:
+        raise ValueError(
+            f"{path}: config.json names dtype {name!r}; pass dtype= float32, bfloat16 or float16"
+        )
+    return _DTYPES[name]
+
+
+def _is_quantized(param: torch.Tensor) -> bool:
+    """A bitsandbytes 4-bit weight (packed into its quant storage dtype, never cast)."""
+    return type(param).__name__ == "Params4bit"
+
+
 class LanguageModel(nn.Module):
     """A causal LM with its tokenizer, ready to take spliced multimodal embeddings.
+
+    Which settings are refused (``ValueError`` before any weight loads):
+
+    - ``load_in_4bit`` with ``freeze_base=False``: 4-bit weights cannot be trained, and the base
+      would silently stay frozen. A frozen 4-bit base *without* LoRA is allowed: projector
+      alignment (stage B) and inference train nothing in the LLM, yet need its gradients to flow.
+    - ``load_in_4bit`` with ``bnb_4bit_compute_dtype`` different from ``dtype`` (e.g. float32
+      compute with bfloat16 weights): the 4-bit layers would return float32 into a bfloat16 model,
+      a float32 residual stream at twice the activation memory. Leave it unset to follow ``dtype``.
+
+    4-bit options given without ``load_in_4bit``, and ``lora_dtype`` without ``lora``, have no
+    effect and give a warning.
 
     Args:
         name_or_path: Hub id, local folder or built-in name (``tiny:qwen2``) of the LM.
@@ -49,18 +103,27 @@ class LanguageModel(nn.Module):
         model_class: Import path of the model class, e.g. ``transformers.Qwen2ForCausalLM`` to read
             the LM out of a VideoLLaMA2 checkpoint folder whose config names a custom
             architecture. Default: ``transformers.AutoModelForCausalLM``.
-        dtype: Weight dtype of the non-quantised parts; ``auto`` takes the checkpoint's.
-        load_in_4bit: Load the base weights as 4-bit (bitsandbytes), the QLoRA base.
+        dtype: Dtype of every parameter that is not 4-bit (embeddings, ``lm_head``, norms, and the
+            whole model without ``load_in_4bit``). ``auto`` takes the dtype the checkpoint's config
+            names (float32 when it names none). Paper: bfloat16 on GPUs.
+        load_in_4bit: Load the base weights as 4-bit (bitsandbytes), the QLoRA base. Needs
+            ``freeze_base``.
         bnb_4bit_quant_type: ``nf4`` (paper) or ``fp4``.
         bnb_4bit_use_double_quant: Quantise the quantisation constants too (paper: on).
-        bnb_4bit_compute_dtype: Dtype of the 4-bit matmuls; defaults to ``dtype`` (float32 when
-            ``dtype`` is ``auto``). Use bfloat16 on GPUs.
+        bnb_4bit_compute_dtype: Dtype of the 4-bit matmuls; must equal ``dtype`` (default: it).
+        bnb_4bit_quant_storage: Dtype the packed 4-bit weights are stored in (default: the compute
+            dtype, as VideoLLaMA2). FSDP needs it equal to ``dtype`` to shard the 4-bit base;
+            ``uint8`` is bitsandbytes' own default. The stored bits, hence the outputs, are the same.
         lora: Add LoRA adapters (peft). With ``freeze_base`` only they train.
         lora_r: LoRA rank (paper: 128).
         lora_alpha: LoRA alpha (paper: 256).
         lora_dropout: Dropout on the LoRA path.
         lora_target_modules: Module names to adapt, or ``all-linear`` (every linear layer except the
             output head, as in the paper).
+        lora_dtype: Dtype of the LoRA weights; default ``dtype`` (VideoLLaMA2 casts its LoRA layers
+            to bf16). ``float32`` keeps full-precision adapters inside a bf16 model (peft casts
+            their input and output), for optimizers without float32 master weights: see
+            docs/design/precision.md.
         freeze_base: Freeze the base weights (the usual QLoRA setting). Without LoRA and with
             ``freeze_base=False`` the whole LM trains.
         gradient_checkpointing: Recompute activations in the backward pass (non-reentrant, so
@@ -78,12 +141,14 @@ class LanguageModel(nn.Module):
         load_in_4bit: bool = False,
         bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4",
         bnb_4bit_use_double_quant: bool = True,
-        bnb_4bit_compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None,
+        bnb_4bit_compute_dtype: FloatDType | None = None,
+        bnb_4bit_quant_storage: QuantStorage | None = None,
         lora: bool = False,
         lora_r: int = 128,
         lora_alpha: int = 256,
         lora_dropout: float = 0.05,
         lora_target_modules: str | list[str] = "all-linear",
+        lora_dtype: FloatDType | None = None,
         freeze_base: bool = True,
         gradient_checkpointing: bool = False,
         attn_implementation: str | None = None,
@@ -92,24 +157,67 @@ class LanguageModel(nn.Module):
         super().__init__()
         from transformers import BitsAndBytesConfig
 
+        # ---- settings checked before anything loads --------------------------------------------
+        if dtype != "auto":
+            _dtype(dtype)
+        for option, value in (("bnb_4bit_compute_dtype", bnb_4bit_compute_dtype), ("lora_dtype", lora_dtype)):
+            if value is not None:
+                _dtype(value, option)
+        if bnb_4bit_quant_storage is not None and bnb_4bit_quant_storage not in ("uint8", *_DTYPES):
+            raise ValueError(
+                f"unknown bnb_4bit_quant_storage {bnb_4bit_quant_storage!r}; use uint8, float32, bfloat16 or float16"
+            )
+        if load_in_4bit and not freeze_base:
+            raise ValueError(
+                "load_in_4bit=True needs freeze_base=True: 4-bit weights cannot be trained (the base would "
+                "silently stay frozen); add LoRA adapters (lora=True) to train the LLM, or load it unquantised "
+                "to train it whole"
+            )
+        if not load_in_4bit:
+            unused = [
+                name
+                for name, value in (
+                    ("bnb_4bit_compute_dtype", bnb_4bit_compute_dtype),
+                    ("bnb_4bit_quant_storage", bnb_4bit_quant_storage),
+                )
+                if value is not None
+            ]
+            if unused:
+                warnings.warn(f"{', '.join(unused)} ignored: load_in_4bit is off", UserWarning, stacklevel=2)
+        if lora_dtype is not None and not lora:
+            warnings.warn("lora_dtype ignored: lora is off", UserWarning, stacklevel=2)
+
         self.name_or_path = name_or_path
         path = resolve(name_or_path)
-        self.tokenizer = load_llm_tokenizer(tokenizer or name_or_path, trust_remote_code=trust_remote_code)
-        self.placeholder_ids = {t: self.tokenizer.convert_tokens_to_ids(t) for t in PLACEHOLDER_TOKENS}
-
-        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-        if dtype != "auto":
-            kwargs["dtype"] = _dtype(dtype)
-        if attn_implementation:
-            kwargs["attn_implementation"] = attn_implementation
+        weights_dtype = _dtype(dtype) if dtype != "auto" else checkpoint_dtype(path, trust_remote_code)
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": weights_dtype}
         if load_in_4bit:
-            compute = bnb_4bit_compute_dtype or (dtype if dtype != "auto" else "float32")
+            compute = _dtype(bnb_4bit_compute_dtype) if bnb_4bit_compute_dtype else weights_dtype
+            if compute != weights_dtype:
+                source = (
+                    f"dtype=auto ({_dtype_name(weights_dtype)}, from the checkpoint's config)"
+                    if dtype == "auto"
+                    else f"dtype={dtype}"
+                )
+                raise ValueError(
+                    f"bnb_4bit_compute_dtype={_dtype_name(compute)} with {source}: "
+                    "the 4-bit layers would compute and return a different dtype than the rest of the model "
+                    "(a mixed-dtype, typically float32, residual stream); leave bnb_4bit_compute_dtype unset "
+                    "or set both the same"
+                )
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type=bnb_4bit_quant_type,
                 bnb_4bit_use_double_quant=bnb_4bit_use_double_quant,
-                bnb_4bit_compute_dtype=_dtype(compute),
+                bnb_4bit_compute_dtype=compute,
+                bnb_4bit_quant_storage=bnb_4bit_quant_storage or _dtype_name(compute),
             )
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+
+        # ---- loading ---------------------------------------------------------------------------
+        self.tokenizer = load_llm_tokenizer(tokenizer or name_or_path, trust_remote_code=trust_remote_code)
+        self.placeholder_ids = {t: self.tokenizer.convert_tokens_to_ids(t) for t in PLACEHOLDER_TOKENS}
         cls = _import(model_class) if model_class else _import("transformers.AutoModelForCausalLM")
         model = cls.from_pretrained(path, **kwargs)
 
@@ -118,10 +226,6 @@ class LanguageModel(nn.Module):
 
         if freeze_base:
             model.requires_grad_(False)
-        if load_in_4bit:
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         if gradient_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
@@ -137,10 +241,51 @@ class LanguageModel(nn.Module):
                     target_modules=lora_target_modules,
                     task_type="CAUSAL_LM",
                 ),
+                # peft would otherwise upcast bf16/fp16 adapters to float32; lora_dtype decides.
+                autocast_adapter_dtype=False,
             )
         self.model = model
         self.is_quantized = load_in_4bit
         self.has_lora = lora
+        self.weights_dtype = weights_dtype
+        self.lora_dtype = _dtype(lora_dtype) if lora_dtype else weights_dtype
+        self._cast_unquantized()
+
+    def _cast_unquantized(self) -> None:
+        """Every floating parameter that is not 4-bit in ``weights_dtype`` (LoRA in ``lora_dtype``).
+
+        The same end state as VideoLLaMA2's casts after k-bit preparation (train.py: LoRA layers,
+        ``embed_tokens`` and ``lm_head`` to bf16), except norms: it puts them in float32, which
+        makes every norm's output, and so the residual stream, float32. Qwen2's RMSNorm already
+        computes its statistics in float32 internally; see docs/design/precision.md.
+        """
+        for name, param in self.model.named_parameters():
+            if _is_quantized(param) or not param.is_floating_point():
+                continue
+            target = self.lora_dtype if "lora_" in name else self.weights_dtype
+            if param.dtype != target:
+                param.data = param.data.to(target)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> LanguageModel:
+        """Refuse module-wide dtype casts that would reinterpret packed 4-bit weights.
+
+        ``.float()``, ``.half()``, ``.to(dtype)`` and precision plugins cast every floating
+        parameter. Packed in a float ``bnb_4bit_quant_storage``, 4-bit codes are floating too, and a
+        cast to another dtype converts them as numbers: the weights are destroyed (silently when the
+        size matches, bf16 -> fp16). A cast to the storage dtype itself, and any cast with uint8
+        storage, are harmless and go through.
+        """
+        for name, param in self.named_parameters():
+            if _is_quantized(param):
+                probe = fn(torch.empty(0, dtype=param.dtype, device=param.device))
+                if probe.dtype != param.dtype:
+                    raise TypeError(
+                        f"cannot cast {name} from {_dtype_name(param.dtype)} to {_dtype_name(probe.dtype)}: it "
+                        "holds 4-bit codes packed in bnb_4bit_quant_storage, which a cast would destroy; build the "
+                        "LanguageModel with the dtype you want (dtype, bnb_4bit_quant_storage) instead"
+                    )
+                break  # every 4-bit weight shares the storage dtype
+        return super()._apply(fn, recurse)
 
     @property
     def config(self) -> Any:

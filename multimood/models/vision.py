@@ -35,6 +35,8 @@ from torch import nn
 from multimood.hub import register_folder_architectures, resolve
 
 Backend = Literal["open_clip", "transformers"]
+DTypeName = Literal["float32", "bfloat16", "float16"]
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # PIL resampling codes stored in transformers image-processor configs.
 _PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
@@ -90,6 +92,9 @@ class VisionTower(nn.Module):
         pretrained: Only for built-in open_clip names (e.g. ``ViT-B-16-SigLIP``): an open_clip
             pretrained tag (``webli``) or a checkpoint file. Hub ids and folders carry their own
             weights and must leave it unset.
+        dtype: Dtype of every encoder weight, norms included (``float32``, ``bfloat16``,
+            ``float16``). Frames are cast to it and the features back to the frames' dtype.
+            VideoLLaMA2 runs its SigLIP tower in bf16; the paper configuration does too.
 
     Attributes set at load time, for configuring the data pipeline and the connector:
     ``hidden_size`` (C), ``image_size`` and ``patch_grid`` as (height, width), ``num_patches``,
@@ -105,8 +110,11 @@ class VisionTower(nn.Module):
         select_layer: int = -2,
         freeze: bool = True,
         pretrained: str | None = None,
+        dtype: DTypeName = "float32",
     ) -> None:
         super().__init__()
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         self.model_name = model_name
         self.backend = backend
         self.select_layer = select_layer
@@ -121,6 +129,7 @@ class VisionTower(nn.Module):
             self._load_transformers(model_name)
         else:
             raise ValueError(f"backend must be 'open_clip' or 'transformers', got {backend!r}")
+        self.model.to(_DTYPES[dtype])  # after pruning: the dropped blocks and heads are never cast
         if freeze:
             self.model.requires_grad_(False)
             self.model.eval()

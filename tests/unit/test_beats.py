@@ -12,7 +12,12 @@ import torch
 
 from multimood.data.fbank import beats_fbank, fbank_num_frames
 from multimood.hub import resolve
-from multimood.models.beats import BEATsConfig, BEATsEncoder, _WeightNormConv1d
+from multimood.models.beats import (
+    BEATsConfig,
+    BEATsEncoder,
+    _WeightNormConv1d,
+    relative_position_buckets,
+)
 from multimood.tiny.beats import CHECKPOINT_NAME, TINY_BEATS_CFG, build_tiny_beats
 
 # State-dict names of microsoft/unilm beats/BEATs.py + backbone.py for a 2-layer model with
@@ -230,7 +235,8 @@ def test_token_geometry_follows_the_paper(model: BEATsEncoder) -> None:
     with torch.no_grad():
         features, mask = model.extract_features(_noise(160_000, seed=1)[None])
     assert features.shape == (1, 496, model.output_dim) and mask.shape == (1, 496) and not mask.any()
-    # 30 s -> 2998 frames -> 187 x 8 = 1,496 tokens (SPEC section 2); fbank values do not matter here.
+    # 30 s -> 2998 frames -> 187 x 8 = 1,496 tokens, what VideoLLaMA2-AV's 30 s window gives; the
+    # fbank values do not matter here.
     assert fbank_num_frames(480_000) == 2998 and model.num_tokens(2998) == 1496
     with torch.no_grad():
         features, _ = model.forward_fbank(torch.randn(1, 2998, 128))
@@ -313,6 +319,57 @@ def test_bad_inputs_are_named(model: BEATsEncoder) -> None:
         model.extract_features(torch.zeros(1, 16_000), torch.zeros(1, 16_000))
 
 
+# ---- the relative-position bucket cache ---------------------------------------------------------
+
+
+def test_position_buckets_are_computed_once_and_equal_the_uncached_table(
+    monkeypatch: pytest.MonkeyPatch, tiny_path: str
+) -> None:
+    import multimood.models.beats as beats_module
+
+    uncached = beats_module.relative_position_buckets
+    calls: list[int] = []
+
+    def counting(length: int, num_buckets: int, max_distance: int) -> torch.Tensor:
+        calls.append(length)
+        return uncached(length, num_buckets, max_distance)
+
+    monkeypatch.setattr(beats_module, "relative_position_buckets", counting)
+    encoder = BEATsEncoder.from_checkpoint(tiny_path).eval()
+    short = beats_fbank(_noise(16_000, seed=11))[None]  # 98 frames -> 6 x 8 = 48 tokens
+    long = beats_fbank(_noise(32_000, seed=12))[None]  # 198 frames -> 12 x 8 = 96 tokens
+    with torch.no_grad():
+        first, _ = encoder.forward_fbank(short)
+        second, _ = encoder.forward_fbank(short)
+        assert calls == [48] and torch.equal(first, second)
+        encoder.forward_fbank(long)  # a longer input rebuilds the table once ...
+        third, _ = encoder.forward_fbank(short)  # ... and a shorter one reads its corner
+    assert calls == [48, 96] and torch.equal(third, first)
+
+    config, layers = encoder.config, encoder.encoder
+    table = layers.layers[0].self_attn.relative_attention_bias
+    with torch.no_grad():
+        for length in (1, 7, 48, 95, 96):
+            expected = table(uncached(length, config.num_buckets, config.max_distance)).permute(2, 0, 1)
+            assert torch.equal(layers.position_bias(length), expected), length
+    assert calls == [48, 96]
+    assert set(encoder.state_dict()) == OFFICIAL_KEYS  # the cache is no checkpoint entry
+
+    # Moved to another device (meta stands in for a GPU here), the table is rebuilt there once.
+    encoder.to("meta")
+    assert layers.position_bias(96).device.type == "meta" and calls == [48, 96, 96]
+    assert layers.position_bias(50).device.type == "meta" and calls == [48, 96, 96]
+
+
+def test_bucket_table_of_a_shorter_input_is_the_corner_of_a_longer_one() -> None:
+    """What the cache relies on, at the released model's sizes (320 buckets, max distance 800),
+    up to the 1,496 tokens of 30 s, across the exact, log-spaced and clamped bucket ranges."""
+    full = relative_position_buckets(1496, 320, 800)
+    assert full.min() == 0 and full.max() == 319
+    for length in (1, 79, 81, 801, 1200):
+        assert torch.equal(full[:length, :length], relative_position_buckets(length, 320, 800)), length
+
+
 # ---- numerical agreement with microsoft/unilm ---------------------------------------------------
 
 
@@ -345,7 +402,8 @@ def formula_fbank() -> tuple[torch.Tensor, torch.Tensor]:
 
 # Computed by microsoft/unilm beats/BEATs.py (commit 768a3c8) with formula_weights on the tiny cfg,
 # its fbank step bypassed to read formula_fbank: features[b, ::12, :3] per clip, and the mean of
-# |features| over valid tokens. See the report of the "beats" branch for the script.
+# |features| over valid tokens. tests/reference/make_beats_reference.py recomputes them (it needs a
+# checkout of unilm's beats/ folder; see its docstring).
 OFFICIAL_SLICES = [
     [
         [1.348317, 1.682978, -1.368967],
@@ -408,6 +466,41 @@ def test_bfloat16_runs_close_to_float32(model: BEATsEncoder) -> None:
         low, _ = BEATsEncoder.from_checkpoint(resolve("tiny:beats")).eval().bfloat16().forward_fbank(fbank)
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), reference, atol=0.15, rtol=0.05)
+
+
+def test_loading_official_weights_copies_into_the_existing_dtype_unless_assigned(tiny_path: str) -> None:
+    weights = {k: v.to(torch.bfloat16) for k, v in _load(Path(tiny_path) / CHECKPOINT_NAME)["model"].items()}
+    copied = BEATsEncoder.from_checkpoint(tiny_path)
+    copied.load_official_state_dict(weights)
+    assert {p.dtype for p in copied.parameters()} == {torch.float32}
+    assert torch.equal(
+        copied.state_dict()["encoder.layers.1.fc1.weight"], weights["encoder.layers.1.fc1.weight"].float()
+    )
+    assigned = BEATsEncoder.from_checkpoint(tiny_path)
+    assigned.load_official_state_dict(weights, assign=True)
+    assert {p.dtype for p in assigned.parameters()} == {torch.bfloat16}
+    # The device is kept too: a model on another device (meta stands in for a GPU) stays there,
+    # while assigning would have put the checkpoint's CPU tensors in it.
+    elsewhere = BEATsEncoder.from_checkpoint(tiny_path).to("meta")
+    with pytest.warns(UserWarning, match="copying from a non-meta parameter"):  # torch: copy, no-op on meta
+        elsewhere.load_official_state_dict(weights)
+    assert {p.device.type for p in elsewhere.parameters()} == {"meta"}
+
+
+def test_audio_tower_dtype_casts_beats_and_returns_the_fbank_dtype() -> None:
+    from multimood.models.audio import AudioTower
+
+    full, low = AudioTower("tiny:beats"), AudioTower("tiny:beats", dtype="bfloat16")
+    assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
+    fbank = beats_fbank(_noise(16_000, seed=13))[None]
+    with torch.no_grad():
+        reference, _ = full(fbank)
+        features, mask = low(fbank)
+    assert features.dtype == torch.float32 and mask.shape == features.shape[:2]
+    assert not torch.equal(features, reference)
+    assert (features - reference).norm() / reference.norm() < 0.05
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        AudioTower("tiny:beats", dtype="float64")  # type: ignore[arg-type]
 
 
 # ---- fine-tuned checkpoints ---------------------------------------------------------------------

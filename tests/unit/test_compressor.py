@@ -251,6 +251,45 @@ def test_4bit_nf4_with_lora_trains_on_cpu_and_base_stays_4bit() -> None:
     )
 
 
+def test_bf16_4bit_lora_compressor_keeps_one_dtype_and_trains() -> None:
+    from bitsandbytes.nn import Params4bit
+
+    model = MambaHistoryCompressor(
+        backbone="tiny:mamba",
+        llm_hidden_size=LLM_HIDDEN,
+        load_in_4bit=True,
+        lora_r=4,
+        lora_alpha=8,
+        dtype="bfloat16",
+        use_mambapy=False,  # transformers' mambapy scan fails in bf16: see the next test
+    ).train()
+    quantized = [p for p in model.parameters() if isinstance(p, Params4bit)]
+    assert quantized and {p.dtype for p in quantized} == {torch.uint8}  # packed 4-bit codes
+    dtypes = {n: p.dtype for n, p in model.named_parameters() if not isinstance(p, Params4bit)}
+    assert set(dtypes.values()) == {torch.bfloat16}
+    assert model.mem_embedding.dtype == model.projector.weight.dtype == torch.bfloat16
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and "mem_embedding" in trainable
+    before = {n: p.detach().clone() for n, p in trainable.items()}
+    optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2)
+    _, ids, mask = _batch(model, [TURNS, TURNS[:2]])
+    memory, memory_mask = model(ids, mask)
+    assert memory.dtype == torch.bfloat16
+    (memory[memory_mask].float() ** 2).mean().backward()
+    assert _has_grad(model.projector.weight) and _has_grad(model.mem_embedding)
+    optimizer.step()
+    moved = {n for n, p in trainable.items() if not torch.equal(p, before[n])}
+    assert {"projector.weight", "mem_embedding"} <= moved and any("lora_B" in n for n in moved)
+    assert {p.dtype for n, p in model.named_parameters() if n in dtypes} == {torch.bfloat16}
+
+
+def test_low_precision_with_the_mambapy_scan_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="dtype=bfloat16 cannot run with mambapy's scan"):
+        MambaHistoryCompressor(
+            backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, dtype="bfloat16", use_mambapy=True
+        )
+
+
 def test_bad_training_setups_are_refused() -> None:
     with pytest.raises(ValueError, match="4-bit"):
         MambaHistoryCompressor(backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, load_in_4bit=True)

@@ -287,3 +287,25 @@ def test_transformers_without_image_processor_is_an_error(tmp_path: Path) -> Non
     folder = _save_hf(SiglipVisionModel(_siglip_vision_config()), tmp_path / "bare", 56, with_processor=False)
     with pytest.raises(FileNotFoundError, match=r"preprocessor_config\.json"):
         VisionTower(str(folder), backend="transformers")
+
+
+@pytest.mark.parametrize("backend", ["open_clip", "transformers"])
+def test_dtype_casts_every_weight_and_features_come_back_in_the_frames_dtype(
+    backend: str, tmp_path: Path
+) -> None:
+    name = "tiny:siglip"
+    if backend == "transformers":
+        torch.manual_seed(0)
+        name = str(_save_hf(SiglipVisionModel(_siglip_vision_config()), tmp_path / "siglip", 56))
+    full = VisionTower(name, backend=backend)
+    low = VisionTower(name, backend=backend, dtype="bfloat16")
+    assert {p.dtype for p in full.parameters()} == {torch.float32}
+    assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
+    x = _frames(2, 2, 56)
+    reference, out = full(x), low(x)
+    assert out.dtype == torch.float32 and low(x.bfloat16()).dtype == torch.bfloat16
+    # Computed in bf16 (not identical), yet the same features up to bf16 rounding.
+    assert not torch.equal(out, reference)
+    assert (out - reference).norm() / reference.norm() < 0.02
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        VisionTower(name, backend=backend, dtype="float64")  # type: ignore[arg-type]
