@@ -93,8 +93,8 @@ def mamba_kernels_available() -> bool:
 
 
 def _resolve_use_mambapy(use_mambapy: bool | None) -> bool:
-    # Without the CUDA kernels transformers falls back to a sequential scan (one backward at
-    # L=512 took ~55 s on CPU); mambapy's parallel scan gives the same outputs ~50x faster.
+    # Without the CUDA kernels transformers falls back to a sequential scan, far too slow to train
+    # on CPU; mambapy's parallel scan gives the same outputs (docs/design/compressor.md).
     wanted = (not mamba_kernels_available()) if use_mambapy is None else use_mambapy
     if wanted and importlib.util.find_spec("mambapy") is None:
         raise ImportError(
@@ -127,31 +127,10 @@ def _count(params) -> int:
 class MambaHistoryCompressor(nn.Module):
     """ConvCompressor (paper 3.2, fig. 3): Mamba over ``U_1<MEM>...U_T<MEM>``, ``<MEM>`` states -> P_H.
 
-    **Which tokenizer feeds Mamba.** Mamba's own (GPT-NeoX for ``state-spaces/mamba-370m-hf``). The
-    authors' code tokenised the history with the LLM's Qwen2 tokenizer and fed those ids to Mamba's
-    embedding table (resized to Qwen2's ~151k rows): ids below 50,280 then index rows pretrained for
-    unrelated GPT-NeoX tokens, and the larger part of the vocabulary, ids >= 50,280, indexes new
-    untrained rows (out of range for the unresized checkpoint). The paper's intent is a pretrained
-    Mamba reading the history text, which only its own tokenizer gives. ``tokenizer`` defaults to
-    the backbone name so both always come from the same place.
-
-    **How ``<MEM>`` is represented.** The ids carry a reserved ``<MEM>`` id (see
-    :class:`HistoryTokenizer`), but the backbone never looks it up: the compressor embeds the other
-    ids with the backbone's table and substitutes one dedicated learned vector (``mem_embedding``,
-    initialised to the mean of the table's rows) at ``<MEM>`` positions, then runs the backbone on
-    ``inputs_embeds``. Resizing the embedding table instead would, with the paper's 4-bit + LoRA
-    setting, leave the new row frozen (the table is not trained under LoRA) unless the whole 51M-
-    parameter table were trained and saved; the separate vector trains in every setting (full,
-    LoRA, frozen backbone) and costs ``hidden_size`` parameters.
-
-    **Padding.** Use right padding (:func:`pad_history_batch`). transformers' ``MambaModel`` has
-    no attention: its ``attention_mask`` only multiplies the hidden states by the mask before
-    ``in_proj`` and again before the SSM (``apply_mask_to_padding_states``). On the torch path that
-    happens to make left padding exact too (zeroed inputs leave the state at zero), but the fused
-    CUDA training kernel applies only the first multiplication, so the conv bias of left pads leaks
-    into the state. Right pads come after every ``<MEM>`` of their row, and a causal model cannot
-    let later positions change earlier states, on any path. The mask is still passed along and
-    also decides which ``<MEM>`` ids count.
+    Mamba reads its own tokenizer's ids (GPT-NeoX for ``state-spaces/mamba-370m-hf``; the authors'
+    code fed it Qwen2 ids), ``<MEM>`` is one learned vector substituted at the marker positions (so
+    it trains also on a 4-bit + LoRA backbone), and histories are right-padded (exact on every Mamba
+    code path, fused CUDA kernel included). Why, in full: ``docs/design/compressor.md``.
 
     **Output.** ``forward`` returns one embedding per kept turn, ``(B, T_max, llm_hidden_size)``,
     left-aligned, with a ``(B, T_max)`` mask; a sample without turns has an all-False row.

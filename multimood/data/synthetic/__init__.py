@@ -30,9 +30,7 @@ single-threaded). Dialogue ``d`` draws from its own random stream, so growing ``
 keeps the earlier dialogues' text and labels. Defaults are small but realistic: 24 dialogues of
 8-16 utterances of 1-3 s (about 300 clips, 17 MB), 160x120 px H.264 at 10 fps, 44.1 kHz stereo
 AAC (so readers exercise down-mixing and resampling); DFEW: 35 clips of 1-3 s plus 224 px face
-frames. Writing takes about 5 CPU-seconds per 100 such clips (one core), half of it in the AAC
-encoder; 16 kHz mono (``sample_rate=16_000, channels=1``) takes about 2.5 s; episodes double the
-media written.
+frames; episodes double the media written. Timings: docs/design/synthetic.md.
 
 Names are imported lazily from their modules, so ``from multimood.data.synthetic.text import ...``
 does not load the media writers.
