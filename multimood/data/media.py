@@ -119,7 +119,7 @@ TRUNCATION_SLACK_FRACTION = 0.05
 # libdav1d, for one, skipping mislabels later frames' timestamps.)
 SKIP_NONREF_DECODERS = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vp8", "vp9"})
 # Compressed video kept in memory between the demux pass and decoding (a clip is a few MB); a
-# larger file is demuxed again, with seeks, instead.
+# larger file is demuxed again instead.
 MAX_BUFFERED_BYTES = 64 * 2**20
 
 
@@ -252,16 +252,17 @@ class _VideoFile:
     presented frames are the packets not discarded, in timestamp order. :meth:`frames` then
     decodes from the last keyframe before each run of wanted frames and stops after the last one.
     Packets are kept in memory between the two passes unless the stream is larger than
-    ``buffer_bytes``; then the second pass re-reads the file with seeks. ``close`` releases it all.
+    :data:`MAX_BUFFERED_BYTES`; then the second pass demuxes the file again. ``close`` releases
+    it all.
     """
 
-    def __init__(self, path: Path, buffer_bytes: int = MAX_BUFFERED_BYTES) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self._container: Any = None
-        self._packets: list[Any] | None = None
+        self._buffered: list[Any] | None = None
         try:
             self._open_stream()
-            self._demux(buffer_bytes)
+            self._demux(MAX_BUFFERED_BYTES)
         except BaseException:
             self.close()
             raise
@@ -309,7 +310,7 @@ class _VideoFile:
                         packets.append(packet)
         except _decoder_errors() as error:
             raise MediaError(self.path, VIDEO_DECODE, _short(error)) from error
-        self._packets = packets
+        self._buffered = packets
         self._pts, self._dts = pts, dts
         self._keyframes = [i for i, key in enumerate(keyframe) if key]  # decode positions
         # Keyframe flags are trusted for jumps only when some packet is not one: an mp4 without a
@@ -327,26 +328,14 @@ class _VideoFile:
 
     # ---- packets for the decode pass
 
-    def _packets_from(self, start: int) -> Iterator[Any]:
-        """Packets in decode order from position ``start`` on."""
-        if self._packets is not None:
-            return iter(self._packets[start:])
-        return self._read_from(start)
-
-    def _read_from(self, start: int) -> Iterator[Any]:
-        """Re-read the file from packet ``start``: a seek to its timestamp, else from the top."""
-        target = (self._pts[start], self._dts[start])
-        if start > 0 and target[1] is not None:
-            self._container.seek(target[1], stream=self._stream, backward=True, any_frame=False)
-            demuxed = (p for p in self._container.demux(self._stream) if p.size)
-            for packet in demuxed:
-                if (packet.pts, packet.dts) == target:
-                    return itertools.chain([packet], demuxed)
-                if packet.dts is not None and packet.dts > target[1]:
-                    break  # the seek overshot: read from the top instead
+    def _packets(self) -> Iterator[Any]:
+        """The packets again, in decode order, for one decode pass: from memory, or demuxed anew
+        from the top (no seeks: some demuxers, MPEG-PS for one, split packets differently after
+        a seek, and the timestamps would no longer name the same pictures)."""
+        if self._buffered is not None:
+            return iter(self._buffered)
         self._open_stream()
-        demuxed = (p for p in self._container.demux(self._stream) if p.size)
-        return itertools.islice(demuxed, start, None)
+        return (packet for packet in self._container.demux(self._stream) if packet.size)
 
     # ---- decoding
 
@@ -375,18 +364,21 @@ class _VideoFile:
         presented = set(self._presented)
         remaining = set(wanted)
         out: dict[int, np.ndarray] = {}
+        packets = self._packets()
         decoder = self._decoder
-        next_position: int | None = None  # of the next packet to send
-        packets: Iterator[Any] = iter(())
+        decoder.flush_buffers()
+        next_position = 0  # of the next packet to send
         try:
             while remaining:
                 first = min(position[p] for p in remaining)
                 start = self._keyframe_before(first, min(remaining))
-                if next_position is None or start > next_position:
+                if start > next_position:
                     # Every wanted frame not yet out comes at or after a keyframe still ahead:
-                    # skip the packets in between (and drop what the decoder holds).
+                    # skip the packets before it undecoded (and drop what the decoder holds).
+                    for _ in itertools.islice(packets, start - next_position):
+                        pass
                     decoder.flush_buffers()
-                    packets, next_position = self._packets_from(start), start
+                    next_position = start
                 packet = next(packets, None)
                 if packet is None:
                     decoder.skip_frame = "DEFAULT"
@@ -413,11 +405,12 @@ class _VideoFile:
 
     def _decode_all(self) -> Iterator[Any]:
         """Every frame, as FFmpeg presents it (the reference the plan is checked against)."""
+        packets = self._packets()
         decoder = self._decoder
         decoder.flush_buffers()
         decoder.skip_frame = "DEFAULT"
         try:
-            for packet in self._packets_from(0):
+            for packet in packets:
                 yield from decoder.decode(packet)
             yield from decoder.decode(None)
         except _decoder_errors() as error:
@@ -454,7 +447,7 @@ class _VideoFile:
         return [out[i] for i in indices.tolist()]
 
     def close(self) -> None:
-        self._packets = None
+        self._buffered = None
         if self._container is not None:
             self._container.close()
             self._container = None
