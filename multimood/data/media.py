@@ -247,8 +247,8 @@ class _ClipFailed(Exception):
 class _VideoFile:
     """One video file decoded with PyAV (FFmpeg): presented frames only, sampled frames cheaply.
 
-    The constructor demuxes the video stream once (no decoding): every packet's timestamps and
-    keyframe flag, and FFmpeg's discard flag, which marks the pre-roll an MP4 edit list hides. The
+    The constructor demuxes the video stream once (no decoding): every packet's presentation
+    timestamp and keyframe flag, and FFmpeg's discard flag, which marks the pre-roll an MP4 edit list hides. The
     presented frames are the packets not discarded, in timestamp order. :meth:`frames` then
     decodes from the last keyframe before each run of wanted frames and stops after the last one.
     Packets are kept in memory between the two passes unless the stream is larger than
@@ -289,7 +289,6 @@ class _VideoFile:
 
     def _demux(self, buffer_bytes: int) -> None:
         pts: list[int | None] = []
-        dts: list[int | None] = []
         keyframe: list[bool] = []
         discard: list[bool] = []
         packets: list[Any] | None = []
@@ -299,7 +298,6 @@ class _VideoFile:
                 if packet.size == 0:  # the demuxer's end-of-stream marker
                     continue
                 pts.append(packet.pts)
-                dts.append(packet.dts)
                 keyframe.append(packet.is_keyframe)
                 discard.append(packet.is_discard)
                 if packets is not None:
@@ -311,7 +309,7 @@ class _VideoFile:
         except _decoder_errors() as error:
             raise MediaError(self.path, VIDEO_DECODE, _short(error)) from error
         self._buffered = packets
-        self._pts, self._dts = pts, dts
+        self._pts = pts
         self._keyframes = [i for i, key in enumerate(keyframe) if key]  # decode positions
         # Keyframe flags are trusted for jumps only when some packet is not one: an mp4 without a
         # sync-sample table calls every packet a keyframe, whatever the codec really did.
