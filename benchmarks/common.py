@@ -6,7 +6,9 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,12 @@ def write_row(name: str, row: dict[str, Any], out: str | Path | None = None) -> 
     with path.open("a") as f:
         f.write(json.dumps(full) + "\n")
     return path
+
+
+def spread(values: Sequence[float], digits: int = 2) -> dict[str, float]:
+    """Min, median and max of repeated measurements (a shared machine: report the spread)."""
+    return {
+        "min": round(min(values), digits),
+        "median": round(statistics.median(values), digits),
+        "max": round(max(values), digits),
+    }

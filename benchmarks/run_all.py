@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = [
     ["benchmarks.decode_throughput"],
+    ["benchmarks.decord_edit_lists"],
     ["benchmarks.history_compression"],
 ]
 

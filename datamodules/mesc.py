@@ -20,7 +20,7 @@ from multimood.data.datasets import (
     Modality,
     MultiModalCollator,
 )
-from multimood.data.media import AudioLoader, VideoLoader
+from multimood.data.media import AudioLoader, AudioMode, VideoLoader
 from multimood.data.mesc import (
     PER_UTTERANCE_WARNING,
     HistoryUnit,
@@ -85,6 +85,10 @@ class MESCDataModule(MultiModalDataModule):
         image_mean: Normalisation mean (and padding colour); SigLIP: 0.5.
         image_std: Normalisation std; SigLIP: 0.5.
         max_audio_seconds: Audio is cropped to this length (30 s -> 1,496 BEATs tokens).
+        audio_mode: ``clip``: the turn's audio once, unpadded (padding masked). ``videollama2``:
+            as VideoLLaMA2-AV, whose audio projector MultiMood inherits: 8 windows of 2 s,
+            concatenated and zero-padded to 30 s (always 1,496 BEATs tokens, padding fed as
+            input); ``max_audio_seconds`` does not apply.
         batch_size: Training batch size.
         eval_batch_size: Validation/test batch size (default: ``batch_size``).
         num_workers: DataLoader workers.
@@ -116,6 +120,7 @@ class MESCDataModule(MultiModalDataModule):
         image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
         image_std: tuple[float, float, float] = (0.5, 0.5, 0.5),
         max_audio_seconds: float | None = 30.0,
+        audio_mode: AudioMode = "clip",
         batch_size: int = 1,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -170,7 +175,7 @@ class MESCDataModule(MultiModalDataModule):
             log.warning("%s", PER_UTTERANCE_WARNING)
         encoder = ChatEncoder(self.tokenizer, system_prompt=hp.system_prompt)
         video = VideoLoader(hp.num_frames, hp.image_size, tuple(hp.image_mean), tuple(hp.image_std))
-        audio = AudioLoader(max_seconds=hp.max_audio_seconds)
+        audio = AudioLoader(mode=hp.audio_mode, max_seconds=hp.max_audio_seconds)
         for split, samples in self.data.samples.items():
             if hp.limit_samples is not None:
                 samples = samples[: hp.limit_samples]

@@ -4,10 +4,10 @@ An item is one sample ready for the fused model: the chat-formatted prompt and a
 (labels masked to the answer), the prompt alone (for generation), the decoded media, the history
 for the ConvCompressor, the targets for the metrics, and the media problems met on the way.
 
-Missing and bad media (SPEC section 5): a clip that cannot be decoded makes that modality missing
-for that sample; the problem travels with the item (:class:`MediaIssue`) so that the main process
-can count it per epoch and log each file once (:class:`MediaIssueLog`). A sample is never replaced
-by another one. A DFEW sample whose video fails has no input left: it is dropped, and the drop is
+Missing and bad media: a clip that cannot be decoded is left out of its sample's timeline, and the
+modality is missing for that sample only when none of its clips decodes. Each bad clip travels
+with the item (:class:`MediaIssue`) so that the main process can count it per epoch and log each
+file once (:class:`MediaIssueLog`). A sample is never replaced by another one. A DFEW sample whose video fails has no input left: it is dropped, and the drop is
 counted the same way.
 
 Randomness (the paper's random modality selection, p = [p_a, p_v, p_av], section 3.3) comes from
@@ -95,16 +95,18 @@ class ChatEncoder:
 
 
 class MediaIssue(NamedTuple):
-    """A file that could not be used for one sample (its modality became missing).
+    """A file that could not be used for one sample; one per bad clip.
 
-    A NamedTuple, not a frozen dataclass: Lightning rebuilds every batch element when it moves a
-    batch to the device, which frozen dataclasses refuse.
+    ``modality_missing`` says whether the sample lost the modality (no clip of it decoded) or
+    kept it from its other clips. A NamedTuple, not a frozen dataclass: Lightning rebuilds every
+    batch element when it moves a batch to the device, which frozen dataclasses refuse.
     """
 
     sample_id: str
     modality: str
     path: str
     reason: str
+    modality_missing: bool = True
 
 
 class MediaIssueLog:
@@ -122,7 +124,12 @@ class MediaIssueLog:
             if (issue.path, issue.reason) not in self._logged:
                 self._logged.add((issue.path, issue.reason))
                 log.warning(
-                    "%s: %s missing for %s (%s)", issue.path, issue.modality, issue.sample_id, issue.reason
+                    "%s: unusable %s for %s (%s); %s",
+                    issue.path,
+                    issue.modality,
+                    issue.sample_id,
+                    issue.reason,
+                    "the modality is missing" if issue.modality_missing else "its other clips are used",
                 )
 
     TOTAL_KEYS: ClassVar[tuple[str, ...]] = ("missing_video", "missing_audio", "dropped")
@@ -134,10 +141,14 @@ class MediaIssueLog:
         return cls.TOTAL_KEYS + reasons
 
     def summary(self, stage: str, epoch: int) -> dict[str, int]:
-        """Counts: ``missing_<modality>``, ``<modality>/<reason>`` and ``dropped`` samples."""
+        """Counts: ``missing_<modality>`` (samples that lost it), ``<modality>/<reason>`` (bad
+        clips) and ``dropped`` samples."""
         counts: Counter[str] = Counter()
+        missing: set[tuple[str, str]] = set()
         for issue in self.issues.get((stage, epoch), ()):
-            counts[f"missing_{issue.modality}"] += 1
+            if issue.modality_missing and (issue.sample_id, issue.modality) not in missing:
+                missing.add((issue.sample_id, issue.modality))
+                counts[f"missing_{issue.modality}"] += 1
             counts[f"{issue.modality}/{issue.reason}"] += 1
         counts["dropped"] = len(self.dropped.get((stage, epoch), ()))
         return dict(sorted(counts.items()))
@@ -367,22 +378,29 @@ class MESCDataset(Dataset):
             if self.max_client_clips is not None:
                 clips = clips[-self.max_client_clips :]
             if "video" in chosen:
-                item["video"] = self._load(item, "video", lambda: self.video_loader(clips))
+                item["video"] = self._load(item, "video", self.video_loader, clips)
             if "audio" in chosen:
-                audio = self._load(item, "audio", lambda: self.audio_loader(clips))
+                audio = self._load(item, "audio", self.audio_loader, clips)
                 if audio is not None:
                     item["audio"], item["audio_frames"] = audio
         return item
 
     @staticmethod
-    def _load(item: dict[str, Any], modality: str, load: Any) -> Any:
+    def _load(item: dict[str, Any], modality: str, loader: Any, clips: list[Path]) -> Any:
+        """Decode one modality from the turn's clips; a bad clip costs only itself (one issue
+        each), the modality is missing only when none decodes."""
+        problems: list[MediaError] = []
         try:
-            return load()
+            value = loader(clips, problems)
         except MediaError as error:
+            if error not in problems:  # the loaders list what they raise; keep counting exact
+                problems.append(error)
+            value = None
+        for error in problems:
             item["media_issues"].append(
-                MediaIssue(item["sample_id"], modality, str(error.path), error.reason)
+                MediaIssue(item["sample_id"], modality, str(error.path), error.reason, value is None)
             )
-            return None
+        return value
 
 
 class DFEWDataset(Dataset):

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from datamodules import MediaIssueMonitor, MESCDataModule
+from multimood.data import media
+from multimood.data.datasets import MediaIssue
 from multimood.data.synthetic import make_mesc, write_clip
 
 
@@ -151,3 +153,103 @@ def test_a_full_epoch_counts_every_bad_file_and_substitutes_nothing(damaged_mesc
     assert summary["missing_audio"] == sum(1 for k in got if k[1] == "audio")
     assert summary["dropped"] == 0
     assert trainer.callback_metrics["train/media/missing_video"] == summary["missing_video"]
+
+
+@pytest.fixture(scope="module")
+def multi_clip_mesc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Samples whose client turn has 2-4 clips."""
+    root = tmp_path_factory.mktemp("multi-clip-mesc")
+    make_mesc(
+        root,
+        num_dialogues=6,
+        seed=5,
+        width=32,
+        height=32,
+        fps=8.0,
+        sample_rate=16_000,
+        channels=1,
+        clip_seconds=(0.4, 0.8),
+    )
+    return root
+
+
+def test_a_bad_clip_costs_only_that_clip(multi_clip_mesc: Path) -> None:
+    """Several clips per sample, some bad: the good ones are used, each bad one is one issue, and
+    a modality is missing only for the samples where none of its clips decodes."""
+    dm = MESCDataModule(
+        str(multi_clip_mesc),
+        clips_dir="clips",
+        tokenizer="tiny:qwen2",
+        history_mode="none",
+        max_client_clips=5,
+        num_frames=4,
+        image_size=28,
+        max_audio_seconds=None,
+    )
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    clips_of = {s.sample_id: [multi_clip_mesc / "clips" / n for n in s.clip_names] for s in dataset.samples}
+    several = [sid for sid, clips in clips_of.items() if len(clips) >= 3]
+    assert len(several) >= 2
+    # one sample keeps some clips of each modality; another loses all of them
+    partial, lost = clips_of[several[0]], clips_of[several[1]]
+    assert not set(partial) & set(lost)
+    damage = {partial[0]: "missing", partial[1]: "no_audio", partial[2]: "no_video"}
+    damage.update({clip: "garbage" for clip in lost})
+    reasons = {
+        "missing": {"video": media.MISSING, "audio": media.MISSING},
+        "garbage": {"video": media.UNREADABLE, "audio": media.UNREADABLE},
+        "no_audio": {"audio": media.NO_AUDIO},
+        "no_video": {"video": media.NO_VIDEO},
+    }
+    for clip, kind in damage.items():
+        if kind == "missing":
+            clip.unlink()
+        elif kind == "garbage":
+            clip.write_bytes(b"\x00garbage" * 300)
+        else:
+            _strip(clip, keep="video" if kind == "no_audio" else "audio")
+
+    items = [dataset[i] for i in range(len(dataset))]
+    expected_issues, expected_missing = [], Counter()
+    for item, sample in zip(items, dataset.samples, strict=True):
+        clips = clips_of[sample.sample_id]
+        for modality, loader in (("video", dataset.video_loader), ("audio", dataset.audio_loader)):
+            bad = [
+                (c, reasons[damage[c]][modality]) for c in clips if modality in reasons.get(damage.get(c), {})
+            ]
+            good = [c for c in clips if c not in dict(bad)]
+            expected_issues += [
+                MediaIssue(sample.sample_id, modality, str(c), reason, not good) for c, reason in bad
+            ]
+            expected_missing[modality] += not good
+            got = item.get(modality)
+            if not good:
+                assert got is None
+            elif modality == "video":  # exactly what the loader makes of the good clips alone
+                assert torch.equal(got, loader(good))
+            else:
+                fbank, frames = loader(good)
+                assert torch.equal(got, fbank) and item["audio_frames"] == frames
+    assert sorted(i for item in items for i in item["media_issues"]) == sorted(expected_issues)
+    # samples sharing the lost sample's client turn lose it too; no other sample does
+    assert (
+        expected_missing["video"] == expected_missing["audio"] == sum(clips_of[s] == lost for s in clips_of)
+    )
+    assert sum(not issue.modality_missing for issue in expected_issues) >= 4  # partial's bad clips
+
+    batch = dm.collator()(items)
+    assert sorted(batch["media_issues"]) == sorted(expected_issues)
+    position = {sid: b for b, sid in enumerate(batch["sample_ids"])}
+    assert batch["video_mask"][position[several[0]]] and batch["audio_mask"][position[several[0]]]
+    assert not batch["video_mask"][position[several[1]]] and not batch["audio_mask"][position[several[1]]]
+    assert int(batch["video_mask"].sum()) == len(items) - expected_missing["video"]
+    assert int(batch["audio_mask"].sum()) == len(items) - expected_missing["audio"]
+    dm.media_log.record(batch["media_issues"], batch["dropped"], "train", 0)
+    summary = dm.media_log.summary("train", 0)
+    assert summary["missing_video"] == expected_missing["video"]
+    assert summary["missing_audio"] == expected_missing["audio"]
+    for modality in ("video", "audio"):
+        for reason in {i.reason for i in expected_issues if i.modality == modality}:
+            count = sum(i.modality == modality and i.reason == reason for i in expected_issues)
+            assert summary[f"{modality}/{reason}"] == count

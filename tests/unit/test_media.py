@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import math
 import pickle
 from pathlib import Path
@@ -26,6 +25,7 @@ from multimood.data.media import (
     preprocess_frames,
     seconds_to_fbank_frames,
     segment_midpoints,
+    videollama2_windows,
 )
 from multimood.data.synthetic import write_clip
 
@@ -171,6 +171,34 @@ def test_multi_clip_timeline(tmp_path: Path) -> None:
     assert (expected < 10).sum() == 2
 
 
+def test_a_bad_clip_costs_only_itself(tmp_path: Path, clips: dict[str, Path]) -> None:
+    # global frame g has grey level 20 + 5 g; the middle clip is broken three ways
+    a = write_clip(tmp_path / "a.mp4", grey_frames([20 + 5 * g for g in range(10)]), fps=10)
+    b = write_clip(tmp_path / "b.mp4", grey_frames([20 + 5 * g for g in range(10, 40)]), fps=10)
+    for bad, reason in (
+        (tmp_path / "gone.mp4", media.MISSING),
+        (clips["audio_only"], media.NO_VIDEO),
+        (tmp_path / "garbage.mp4", media.UNREADABLE),
+    ):
+        if bad.name == "garbage.mp4":
+            bad.write_bytes(b"not a video at all" * 40)
+        problems: list[MediaError] = []
+        video = load_video([a, bad, b], num_frames=8, image_size=32, problems=problems)
+        # sampled over the 40 frames of the good clips only, as if the bad one were not listed
+        np.testing.assert_allclose(to_uint8_level(video), 20 + 5 * segment_midpoints(40, 8), atol=2)
+        assert [(Path(e.path), e.reason) for e in problems] == [(bad, reason)]
+        with pytest.raises(MediaError) as caught:  # without a problems list the first bad clip raises
+            load_video([a, bad, b], num_frames=8, image_size=32)
+        assert caught.value.reason == reason
+    # the modality is lost only when no clip decodes; then every clip is listed
+    problems = []
+    with pytest.raises(MediaError):
+        load_video(
+            [tmp_path / "gone.mp4", clips["audio_only"]], num_frames=4, image_size=16, problems=problems
+        )
+    assert [e.reason for e in problems] == [media.MISSING, media.NO_VIDEO]
+
+
 def test_frame_folder_natural_order_and_sampling(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -186,25 +214,35 @@ def test_frame_folder_natural_order_and_sampling(tmp_path: Path) -> None:
     np.testing.assert_allclose(to_uint8_level(video), 20 + 15 * segment_midpoints(12, 4), atol=2)
 
 
-def test_video_readers_are_released(clips: dict[str, Path]) -> None:
-    import decord
+def _open_media_files() -> set[str]:
+    """Media files this process holds open (the kernel's view, independent of any decoder)."""
+    names = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:  # closed while listing
+            continue
+        if target.suffix in (".mp4", ".wav"):
+            names.add(str(target))
+    return names
 
-    def live_readers() -> int:
-        gc.collect()
-        return sum(type(obj) is decord.VideoReader for obj in gc.get_objects())
 
-    before = live_readers()
+def test_video_files_are_closed(clips: dict[str, Path]) -> None:
+    before = _open_media_files()
     load_video([clips["indexed"], clips["silent"]], num_frames=4, image_size=16)
-    assert live_readers() == before
-    # A failure after the first clip opened must release it too, even while the caller keeps the
+    assert _open_media_files() == before
+    # A failure after the first clip opened must close it too, even while the caller keeps the
     # exception (its traceback references the loader's frames, and so the opened clips).
     with pytest.raises(MediaError) as caught:
         load_video([clips["indexed"], clips["audio_only"]], num_frames=4, image_size=16)
-    assert live_readers() == before and caught.value.reason == media.NO_VIDEO
+    assert _open_media_files() == before and caught.value.reason == media.NO_VIDEO
+    # The check sees open files at all.
+    with open(clips["indexed"], "rb"):
+        assert str(clips["indexed"]) in _open_media_files()
 
 
 def test_video_memory_stays_bounded(tmp_path: Path) -> None:
-    """A kept decord reader of this clip holds ~2 MB; 30 loads must not grow memory by that."""
+    """A kept decoder of this clip holds a few MB; 30 loads must not grow memory by that."""
     frames = np.random.default_rng(0).integers(0, 255, (8, 240, 320, 3), dtype=np.uint8)
     clip = write_clip(tmp_path / "noisy.mp4", frames, fps=25)
 
@@ -250,7 +288,7 @@ def test_resampling_gives_the_expected_length(clips: dict[str, Path], name: str)
     # of its last 1024-sample frame is dropped by the declared duration.
     waveform = load_waveform(clips[name])
     assert waveform.dtype == torch.float32 and waveform.shape == (32_000,)
-    # channels are averaged: two equal 0.3 sines stay 0.3 (FFmpeg's stereo->mono would give 0.42)
+    # channels are averaged: two equal 0.3 sines stay 0.3 (FFmpeg's down-mix to float would give 0.42)
     assert waveform[4000:28_000].abs().max().item() == pytest.approx(0.3, rel=0.05)
 
 
@@ -311,6 +349,90 @@ def test_audio_budget_stops_decoding_early(clips: dict[str, Path], tmp_path: Pat
     assert load_waveform([clips["mono16k"], tmp_path / "missing.wav"], max_samples=1000).shape == (1000,)
     with pytest.raises(MediaError, match="missing"):
         load_waveform([clips["mono16k"], tmp_path / "missing.wav"], max_samples=40_000)
+
+
+def test_audio_of_several_clips_keeps_the_good_ones(clips: dict[str, Path], tmp_path: Path) -> None:
+    good = [clips["mono16k"], clips["tone_1k"]]  # 2.0 s and 1.5 s
+    problems: list[MediaError] = []
+    waveform = load_waveform([good[0], clips["silent"], tmp_path / "gone.wav", good[1]], problems=problems)
+    assert torch.equal(waveform, load_waveform(good))
+    assert [e.reason for e in problems] == [media.NO_AUDIO, media.MISSING]
+    problems = []
+    _, valid = AudioLoader()([clips["silent"], good[1]], problems)
+    assert valid == fbank_num_frames(24_000) and [e.reason for e in problems] == [media.NO_AUDIO]
+    problems = []
+    with pytest.raises(MediaError):
+        AudioLoader(mode="videollama2")([clips["silent"], tmp_path / "gone.wav"], problems)
+    assert [e.reason for e in problems] == [media.NO_AUDIO, media.MISSING]
+
+
+def test_videollama2_windows_hand_computed() -> None:
+    rate = 16_000
+    total = 30 * rate
+    # under 2 s: the whole clip, 8 times, then zeros
+    short = torch.arange(1, rate + 1, dtype=torch.float32)  # 1 s
+    out = videollama2_windows(short)
+    assert out.shape == (total,)
+    assert torch.equal(out[: 8 * rate], short.repeat(8)) and out[8 * rate :].abs().sum() == 0
+    # 4 s: starts k * (4 - 2) / 8 = 0.25 k s, each window 2 s (they overlap)
+    four = torch.arange(4 * rate, dtype=torch.float32)
+    out = videollama2_windows(four)
+    for k in range(8):
+        window = out[k * 2 * rate : (k + 1) * 2 * rate]
+        assert torch.equal(window, four[k * rate // 4 : k * rate // 4 + 2 * rate])
+    assert out[16 * rate :].abs().sum() == 0
+    # 20 s: starts 2.25 k s; the last window ends at 17.75 s, before the clip does
+    twenty = torch.arange(20 * rate, dtype=torch.float32)
+    out = videollama2_windows(twenty)
+    starts = [out[k * 2 * rate].item() / rate for k in range(8)]
+    assert starts == [2.25 * k for k in range(8)]
+    assert out[16 * rate - 1].item() == 17.75 * rate - 1
+    with pytest.raises(ValueError, match="exceed"):
+        videollama2_windows(short, num_windows=16)
+
+
+def test_videollama2_audio_is_always_2998_frames_and_all_valid(clips: dict[str, Path]) -> None:
+    loader = AudioLoader(mode="videollama2")
+    for paths in ([clips["tone_1k"]], [clips["mono16k"], clips["tone_1k"]]):
+        fbank, valid = loader(paths)
+        # 30 s at 16 kHz: 1 + (480,000 - 400) // 160 frames; BEATs: (2998 // 16) x (128 // 16) tokens
+        assert fbank.shape == (2998, 128) and valid == 2998 and (2998 // 16) * (128 // 16) == 1496
+    # 1.5 s tone: 8 copies fill 12 s; after that, the fbank of exact zeros: kaldi's log floor
+    # (float32 epsilon) normalised with BEATs' statistics, in every bin
+    fbank, _ = loader(clips["tone_1k"])
+    floor = (math.log(torch.finfo(torch.float32).eps) - 15.41663) / (2 * 6.55582)
+    assert torch.allclose(fbank[1201:], torch.full_like(fbank[1201:], floor), atol=1e-4)
+    assert (fbank[:1198].amax(-1) > floor + 1).all()  # tone everywhere in the 12 s
+    with pytest.raises(ValueError, match="audio mode"):
+        AudioLoader(mode="windows")  # type: ignore[arg-type]
+
+
+def test_downmix_equals_ffmpeg_to_16_bit_as_videollama2_decodes(tmp_path: Path) -> None:
+    """VideoLLaMA2-AV reads audio with ``ffmpeg -ac 1 -ar 16000`` to 16-bit PCM: the same samples."""
+    import subprocess
+
+    from multimood.data.synthetic.cuts import ffmpeg_exe
+
+    rate = 44_100
+    t = np.arange(int(1.5 * rate)) / rate
+    left, right = 0.4 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t + 1)
+    clip = write_clip(tmp_path / "stereo.mp4", None, audio=np.stack([left, right]), sample_rate=rate)
+    ours = load_waveform(clip).numpy()
+
+    def ffmpeg(fmt: str, dtype: type, scale: float) -> np.ndarray:
+        command = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(clip), "-vn", "-ac", "1"]
+        command += ["-ar", "16000", "-f", fmt, "-"]
+        out = subprocess.run(command, capture_output=True, check=True).stdout
+        return np.frombuffer(out, dtype).astype(np.float64) / scale
+
+    pcm = ffmpeg("s16le", np.int16, 32768.0)
+    assert pcm.shape == ours.shape == (24_000,)
+    # equal to 16-bit rounding, except where the two resamplers flush their tails
+    assert np.abs(ours[:-16] - pcm[:-16]).max() <= 1 / 32768
+    # FFmpeg down-mixing to float does not rescale its 1/sqrt(2) matrix: 3 dB louder
+    assert np.abs(ffmpeg("f32le", np.float32, 1.0)).max() / np.abs(ours).max() == pytest.approx(
+        2**0.5, rel=1e-3
+    )
 
 
 def test_audio_errors_name_the_file(clips: dict[str, Path], tmp_path: Path) -> None:
