@@ -1,6 +1,7 @@
 # Everyday targets. Each creates (or reuses) the virtual environment in $(VENV) first.
 #   make demo    build the tiny models, write the synthetic data, run the main job on it
-#   make test    run the default test suite (no network, no GPU, no slow tests)
+#   make test    run the default test suite (no network, no GPU; tests marked slow are left out)
+#   make test-all  the default suite and the tests marked slow
 #   make lint    ruff check + format check
 #   make bench   run the benchmarks (JSON rows under benchmarks/results/)
 PYTHON ?= python3
@@ -25,9 +26,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# everything, including slow tests (GPU tests still skip without a device)
+# everything, including the tests marked slow
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,8 +7,8 @@ for the ConvCompressor, the targets for the metrics, and the media problems met 
 Missing and bad media: a clip that cannot be decoded is left out of its sample's timeline, and the
 modality is missing for that sample only when none of its clips decodes. Each bad clip travels
 with the item (:class:`MediaIssue`) so that the main process can count it per epoch and log each
-file once (:class:`MediaIssueLog`). A sample is never replaced by another one. A DFEW sample whose video fails has no input left: it is dropped, and the drop is
-counted the same way.
+file once (:class:`MediaIssueLog`). A sample is never replaced by another one. A DFEW sample whose
+video fails has no input left: it is dropped, and the drop is counted the same way.
 
 Randomness (the paper's random modality selection, p = [p_a, p_v, p_av], section 3.3) comes from
 the seed :class:`~multimood.data.sampling.EpochSampler` hands every index with it.

@@ -77,6 +77,8 @@ def _damage(clips: list[Path], rng: random.Random) -> dict[Path, set[str]]:
     return broken
 
 
+# Not the session's `synthetic_mesc`: this test needs 100+ clips to damage (56 dialogues), and it
+# damages them in place.
 @pytest.fixture(scope="module")
 def damaged_mesc(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("damaged-mesc")

@@ -16,7 +16,6 @@ from multimood.constants import AUDIO_TOKEN, HISTORY_TOKEN, IGNORE_INDEX, VIDEO_
 from multimood.data.answer import parse_answer
 from multimood.data.labels import EMOTIONS, STRATEGIES
 from multimood.data.mesc import PER_UTTERANCE_WARNING, MESCContextError
-from multimood.data.synthetic import make_mesc
 
 REAL_TOKENIZER = "packaged:qwen2-tokenizer"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -174,20 +173,7 @@ def test_asking_for_descriptions_without_train_descriptions_fails_at_constructio
     assert "[Description:" not in dm.datasets["train"].prompt_builder(dm.datasets["train"].samples[0]).message
 
 
-@pytest.fixture(scope="module")
-def synthetic_mesc(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("mesc")
-    make_mesc(
-        root,
-        num_dialogues=8,
-        seed=1,
-        width=64,
-        height=48,
-        sample_rate=16_000,
-        channels=1,
-        clip_seconds=(0.6, 1.2),
-    )
-    return root
+# `synthetic_mesc` is the session fixture of tests/conftest.py (read-only).
 
 
 def test_media_tensors_have_the_documented_shapes(synthetic_mesc: Path) -> None:

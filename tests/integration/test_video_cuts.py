@@ -174,6 +174,8 @@ print(json.dumps({"count": count, "marks": marks}))
 """
 
 
+# slow: it documents a third-party defect (why decord left the video path); nothing of ours runs in it.
+@pytest.mark.slow
 def test_decord_gets_stream_copied_clips_wrong(cuts: list[dict]) -> None:
     """Why decoding no longer goes through decord 0.6 (VideoLLaMA2's reader): it ignores the edit
     list, counts the hidden pre-roll as frames and samples the wrong ones (or hangs)."""

@@ -19,6 +19,10 @@ The package, one job per module:
     utterance in ``clips/`` and optionally the episodes the clips would be cut from.
 :mod:`~multimood.data.synthetic.dfew`
     :func:`make_dfew`: ``Clip/original/*.mp4``, face-aligned frame folders and the 5-fold split files.
+:mod:`~multimood.data.synthetic.cuts`
+    Episodes whose frames carry their own index as a visible code, and clips cut from them with
+    the ffmpeg binary of ``imageio-ffmpeg`` (stream copy or re-encoding): tests and benchmarks
+    check decoded frames against the marks.
 :mod:`~multimood.data.synthetic.cli`
     ``multimood synth {mesc,dfew} --out DIR [options]`` (or ``python -m multimood.data.synthetic``).
 
