@@ -9,6 +9,9 @@ BENCHMARKS = [
     ["benchmarks.decode_throughput"],
     ["benchmarks.decord_edit_lists"],
     ["benchmarks.history_compression"],
+    ["benchmarks.beats_position_bias"],
+    ["benchmarks.lora_bf16_updates"],
+    ["benchmarks.model_modes"],
 ]
 
 
