@@ -29,15 +29,8 @@ from multimood.models.projectors import AudioProjector
 from multimood.models.stc import STCConnector
 from multimood.models.vision import VisionTower
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny tensors gain nothing from intra-op threads; on a busy 2-core machine the training loop
-    # below took 55 s with two threads and 11 s with one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: intra-op threads only contend on a busy 2-core machine (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(llm: LanguageModel) -> MultiMoodModel:

@@ -26,13 +26,8 @@ from multimood.models.vision import VisionTower
 FRAMES = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny tensors gain nothing from intra-op threads; on a busy 2-core machine they only contend.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: intra-op threads only contend on a busy 2-core machine (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build_model() -> MultiMoodModel:

@@ -21,14 +21,8 @@ TURNS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the thread
-    # hand-offs made each forward ~15x slower (0.5 s instead of 0.03 s).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: intra-op threads only contend on a busy 2-core machine (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

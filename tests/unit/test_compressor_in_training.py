@@ -16,12 +16,8 @@ TURNS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: intra-op threads only contend on a busy 2-core machine (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _compressor(**kwargs) -> MambaHistoryCompressor:

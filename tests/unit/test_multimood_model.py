@@ -20,13 +20,8 @@ from multimood.models.projectors import AudioProjector
 FRAMES, PATCHES, VISION_DIM, AUDIO_DIM = 2, 3, 8, 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny tensors gain nothing from intra-op threads; on a busy 2-core machine they only contend.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: intra-op threads only contend on a busy 2-core machine (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeVisionTower(nn.Module):
