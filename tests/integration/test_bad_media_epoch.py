@@ -4,6 +4,7 @@ no crash, every bad file counted (per modality, once per sample that uses it), n
 from __future__ import annotations
 
 import random
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -157,21 +158,11 @@ def test_a_full_epoch_counts_every_bad_file_and_substitutes_nothing(damaged_mesc
     assert trainer.callback_metrics["train/media/missing_video"] == summary["missing_video"]
 
 
-@pytest.fixture(scope="module")
-def multi_clip_mesc(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Samples whose client turn has 2-4 clips."""
-    root = tmp_path_factory.mktemp("multi-clip-mesc")
-    make_mesc(
-        root,
-        num_dialogues=6,
-        seed=5,
-        width=32,
-        height=32,
-        fps=8.0,
-        sample_rate=16_000,
-        channels=1,
-        clip_seconds=(0.4, 0.8),
-    )
+@pytest.fixture
+def multi_clip_mesc(synthetic_mesc: Path, tmp_path: Path) -> Path:
+    """A copy of the session's synthetic MESC (client turns of 1-4 clips), for this test to damage."""
+    root = tmp_path / "mesc"
+    shutil.copytree(synthetic_mesc, root)
     return root
 
 
