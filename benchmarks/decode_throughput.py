@@ -46,7 +46,12 @@ import torch
 
 from benchmarks.common import RESULTS, spread, write_row
 from multimood.data.media import AudioLoader, load_video, preprocess_frames, segment_midpoints
-from multimood.data.synthetic.cuts import cut, marks_of_video, read_mark, write_marked_episode
+from multimood.data.synthetic.cuts import (
+    cut,
+    marks_of_video,
+    presented_marks,
+    write_marked_episode,
+)
 
 DEFAULT_OUT = RESULTS / "decode_throughput.jsonl"
 LOADERS = ("ours", "pyav_best")
@@ -62,14 +67,6 @@ def pyav_best(path: Path, num_frames: int, image_size: int) -> torch.Tensor:
         frames = list(container.decode(stream))
     picked = [frames[i].to_ndarray(format="rgb24") for i in segment_midpoints(len(frames), num_frames)]
     return preprocess_frames(picked, image_size)
-
-
-def presented_marks(path: Path) -> list[int]:
-    """Frame indices FFmpeg presents for a clip (full decode, edit lists honoured)."""
-    import av
-
-    with av.open(str(path)) as container:
-        return [read_mark(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
 
 
 def packet_counts(path: Path) -> tuple[int, int]:

@@ -28,7 +28,12 @@ import numpy as np
 
 from benchmarks.common import RESULTS, write_row
 from multimood.data.media import load_video, segment_midpoints
-from multimood.data.synthetic.cuts import cut, marks_of_video, read_mark, write_marked_episode
+from multimood.data.synthetic.cuts import (
+    cut,
+    marks_of_video,
+    presented_marks,
+    write_marked_episode,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60
@@ -39,13 +44,6 @@ from multimood.data.synthetic.cuts import read_mark
 reader = decord.VideoReader(sys.argv[1], num_threads=1)
 print(json.dumps([read_mark(reader[i].asnumpy()) for i in range(len(reader))]))
 """
-
-
-def presented_marks(path: Path) -> list[int]:
-    import av
-
-    with av.open(str(path)) as container:
-        return [read_mark(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
 
 
 def decord_marks(path: Path) -> list[int] | None:

@@ -27,18 +27,17 @@ import pytest
 
 from multimood.data import media
 from multimood.data.media import load_audio, load_video, segment_midpoints
-from multimood.data.synthetic.cuts import cut, marks_of_video, read_mark, write_marked_episode
+from multimood.data.synthetic.cuts import (
+    cut,
+    marks_of_video,
+    presented_marks,
+    write_marked_episode,
+)
 
 FPS, WIDTH, HEIGHT = 25, 128, 96
 SIZE = 64  # loader output side: the marks still read at half size
 NUM_CUTS = 6
 DECORD_TIMEOUT_S = 60  # decord 0.6 has hung on stream-copied clips; a hang counts against it
-
-
-def presented_marks(clip: Path) -> list[int]:
-    """What FFmpeg shows of a clip (every frame decoded, edit lists honoured), read from the pixels."""
-    with av.open(str(clip)) as container:
-        return [read_mark(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
 
 
 def discarded_packets(clip: Path) -> int:

@@ -100,6 +100,15 @@ def marks_of_video(
     return [read_mark(frame.permute(1, 2, 0).numpy()) for frame in rgb]
 
 
+def presented_marks(path: str | Path) -> list[int]:
+    """The marks of every frame FFmpeg presents for a file (full decode, edit lists honoured): the
+    oracle sampled frames are checked against."""
+    import av
+
+    with av.open(str(path)) as container:
+        return [read_mark(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+
+
 def marked_frames(
     num_frames: int,
     width: int,
@@ -183,6 +192,7 @@ __all__ = [
     "ffmpeg_exe",
     "marked_frames",
     "marks_of_video",
+    "presented_marks",
     "read_mark",
     "write_marked_episode",
 ]
