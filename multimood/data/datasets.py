@@ -235,7 +235,7 @@ class MESCPromptBuilder:
         if fits(full):
             return full
         if fits(build(0, client)):
-            # The most newest turns that fit (binary search: fewer turns never lengthen the prompt).
+            # The newest turns that fit (binary search: fewer turns never lengthen the prompt).
             lo, hi = 0, n - 1  # build(lo) fits, build(n) does not
             while lo < hi:
                 mid = (lo + hi + 1) // 2
