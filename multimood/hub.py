@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 # Bump when a builder changes what it writes: old cache folders are then ignored.
-KIT_VERSION = 2
+KIT_VERSION = 3  # 3: weights written on every rank (folders built on DDP rank > 0 had none)
 
 TINY_SCHEME = "tiny:"
 PACKAGED_SCHEME = "packaged:"

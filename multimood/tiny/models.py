@@ -29,6 +29,32 @@ def _load_tokenizer(which: str):
     return AutoTokenizer.from_pretrained(resolve(names[which]))
 
 
+def _save_model(model, out_dir: Path) -> None:
+    """Write ``model`` as ``save_pretrained`` lays it out (config, generation config, one safetensors
+    file with tied weights stored once under their first name), on every process.
+
+    ``save_pretrained`` writes nothing on ranks other than 0 once ``torch.distributed`` is
+    initialised. Under DDP every rank resolving a tiny name builds it in a temporary folder and the
+    first to finish wins the rename (see :mod:`multimood.hub`), so that would leave a folder with
+    no weights.
+    """
+    from safetensors.torch import save_file
+
+    seen: set[tuple[int, int]] = set()
+    tensors = {}
+    for key, tensor in model.state_dict().items():
+        storage = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if storage in seen:  # a tied copy (lm_head <- embeddings)
+            continue
+        seen.add(storage)
+        tensors[key] = tensor.detach().contiguous().clone()
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(out_dir)
+    if model.can_generate():
+        model.generation_config.save_pretrained(out_dir)
+    save_file(tensors, str(Path(out_dir) / "model.safetensors"), metadata={"format": "pt"})
+
+
 def _padded_vocab(n: int, multiple: int = 64) -> int:
     return int(math.ceil(n / multiple) * multiple)
 
@@ -62,7 +88,7 @@ def build_tiny_qwen2(out_dir: Path, overrides: dict[str, Any]) -> None:
     model.generation_config = GenerationConfig(
         eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id, do_sample=False
     )
-    model.save_pretrained(out_dir)
+    _save_model(model, out_dir)
     tokenizer.save_pretrained(out_dir)
 
 
@@ -96,7 +122,7 @@ def build_tiny_mamba(out_dir: Path, overrides: dict[str, Any]) -> None:
     )
     with seeded(seed):
         model = MambaForCausalLM(config)
-    model.save_pretrained(out_dir)
+    _save_model(model, out_dir)
     tokenizer.save_pretrained(out_dir)
 
 
@@ -159,7 +185,7 @@ def build_tiny_bge_m3(out_dir: Path, overrides: dict[str, Any]) -> None:
         model = XLMRobertaModel(config)
         colbert = torch.nn.Linear(config.hidden_size, config.hidden_size)
         sparse = torch.nn.Linear(config.hidden_size, 1)
-    model.save_pretrained(out_dir)
+    _save_model(model, out_dir)
     tokenizer.save_pretrained(out_dir)
     torch.save(colbert.state_dict(), out_dir / "colbert_linear.pt")
     torch.save(sparse.state_dict(), out_dir / "sparse_linear.pt")

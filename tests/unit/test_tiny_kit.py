@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, MambaModel
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, MambaModel
 
 from multimood.constants import MULTIMOOD_SPECIAL_TOKENS
 from multimood.hub import resolve
@@ -135,3 +135,24 @@ def test_sockets_are_blocked_and_the_hub_is_offline() -> None:
     # A hub id is looked up in the (empty) local cache only and fails at once.
     with pytest.raises(OSError, match=r"couldn't find them in the cached files"):
         AutoTokenizer.from_pretrained("Qwen/Qwen2-7B-Instruct")
+
+
+@pytest.mark.parametrize("name", ["tiny:qwen2", "tiny:mamba", "tiny:bge-m3"])
+def test_a_build_on_a_nonzero_rank_writes_the_weights(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under DDP every rank resolves the same name and the first finished build wins the rename;
+    # transformers' save_pretrained writes no weights on ranks other than 0 once torch.distributed
+    # is initialised, so a rank-1 build must still write a complete folder.
+    monkeypatch.setenv("MULTIMOOD_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None: 1)
+    folder = Path(resolve(name))
+    assert folder.is_relative_to(tmp_path)  # built here, under the pretended rank 1
+    monkeypatch.undo()
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"], info
+    reference = AutoModel.from_pretrained(resolve(name))
+    for (key, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items(), strict=True):
+        assert torch.equal(a, b), key
