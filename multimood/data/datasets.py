@@ -362,6 +362,7 @@ class MESCDataset(Dataset):
                 "strategy": labels.STRATEGIES.index(sample.strategy),
             },
             "reference": sample.response,
+            "answer": answer,
             "media_issues": [],
             "history_turns": len(prompt.history_lines),
             "history_turns_dropped": prompt.history_turns_dropped,
@@ -431,7 +432,9 @@ class DFEWDataset(Dataset):
             item["media_issues"].append(MediaIssue(sample.name, "video", str(error.path), error.reason))
             item["dropped"] = True
             return item
-        item.update(self.encoder.encode(self._prompt, format_dfew_answer(sample.label)))
+        answer = format_dfew_answer(sample.label)
+        item.update(self.encoder.encode(self._prompt, answer))
+        item["answer"] = answer
         item["targets"] = {"emotion": sample.label}
         item["reference"] = labels.DFEW_LABELS[sample.label]
         return item
@@ -458,7 +461,8 @@ class MultiModalCollator:
     ``history_mem_token_id`` and ``history_tokenizer_name`` (compressor mode; the model checks them);
     ``history_turns``/``history_turns_dropped`` (B,) (turns seen / cut by a budget, compressor or
     text mode) and ``client_tokens_dropped`` (B,) (MESC); ``targets`` (dict of (B,) class indices);
-    ``references``, ``sample_ids``, ``modalities`` (lists); ``media_issues`` and ``dropped`` (for
+    ``references`` (the response text), ``answers`` (the whole target answer), ``sample_ids``,
+    ``modalities`` (lists); ``media_issues`` and ``dropped`` (for
     counting). Absent video/audio rows are zeros with a False mask.
     """
 
@@ -483,6 +487,7 @@ class MultiModalCollator:
         batch["prompt_attention_mask"] = _pad([torch.ones_like(i["prompt_ids"]) for i in items], 0, left=True)
         batch["targets"] = {k: torch.tensor([i["targets"][k] for i in items]) for k in items[0]["targets"]}
         batch["references"] = [i["reference"] for i in items]
+        batch["answers"] = [i["answer"] for i in items]
         batch["modalities"] = [i["modalities"] for i in items]
 
         videos = [i.get("video") for i in items]

@@ -1,0 +1,220 @@
+"""Helpers the stage modules share: what trains, what a checkpoint holds, ``init_from``, schedules,
+and writing evaluation results. Functions, not a base class: each stage reads top to bottom.
+
+Checkpoints hold only what trains (plus the buffers of modules that train): a frozen 7B base, a
+frozen tower or a frozen compressor is rebuilt from the run's config (``config.yaml`` beside the
+checkpoints, written by LightningCLI), including its ``init_from`` sources. Resuming
+(``--ckpt_path``) therefore loads non-strictly, after checking that every trainable tensor is in
+the file and nothing else is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+LRSchedule = Literal["cosine", "linear", "constant"]
+CHECKPOINT_FORMAT = "multimood-trainable-v1"
+
+
+# ----------------------------------------------------------------------------------- what trains
+def trainable_keys(module: nn.Module, prefix: str = "") -> list[str]:
+    """State-dict keys that a checkpoint keeps: trainable parameters, and the buffers of every
+    submodule that has a trainable parameter of its own (e.g. a trained norm's running stats)."""
+    keys: list[str] = []
+    for name, sub in module.named_modules():
+        own = list(sub.named_parameters(recurse=False))
+        trains = any(p.requires_grad for _, p in own)
+        base = f"{prefix}{name}." if name else prefix
+        keys += [base + n for n, p in own if p.requires_grad]
+        if trains:
+            keys += [base + n for n, b in sub.named_buffers(recurse=False) if b is not None]
+    return keys
+
+
+def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters an optimizer receives (frozen ones never enter it)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(module).__name__}: nothing trains (every parameter is frozen)")
+    return params
+
+
+def components_that_train(model: nn.Module) -> set[str]:
+    """Top-level child names of ``model`` with at least one trainable parameter."""
+    return {
+        name for name, child in model.named_children() if any(p.requires_grad for p in child.parameters())
+    }
+
+
+def check_stage_trains(
+    stage: str, model: nn.Module, allowed: Iterable[str], required: Iterable[str] = ()
+) -> None:
+    """Refuse a model whose trainable components contradict the stage (paper appendix B.2).
+
+    ``allowed``: components that may train; ``required``: components that must. The error names
+    the component and the constructor option to change.
+    """
+    training = components_that_train(model)
+    extra = sorted(training - set(allowed))
+    if extra:
+        raise ValueError(
+            f"{stage}: {extra} would train, but this stage trains only {sorted(allowed)}; set their "
+            "`trainable` option to 'frozen' in the model config"
+        )
+    missing = sorted(set(required) - training)
+    if missing:
+        raise ValueError(
+            f"{stage}: {missing} must train in this stage but nothing in them does (check their "
+            "`trainable` option and that the component is in the model config)"
+        )
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+def keep_trainable_in_checkpoint(checkpoint: dict[str, Any], module: nn.Module) -> None:
+    """``on_save_checkpoint``: drop every tensor that does not train (frozen bases and towers)."""
+    keep = set(trainable_keys(module))
+    state = checkpoint["state_dict"]
+    checkpoint["state_dict"] = {k: v for k, v in state.items() if k in keep}
+    checkpoint["multimood"] = {"format": CHECKPOINT_FORMAT, "trainable_keys": sorted(keep)}
+
+
+def check_resumable(checkpoint: Mapping[str, Any], module: nn.Module, path: str | None = None) -> None:
+    """``on_load_checkpoint``: the file must hold exactly this run's trainable tensors."""
+    where = path or "the checkpoint"
+    keep = set(trainable_keys(module))
+    have = set(checkpoint.get("state_dict", {}))
+    missing, unexpected = sorted(keep - have), sorted(have - keep)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"{where} does not match this run's trainable parameters: missing {missing[:8]}"
+            f"{' ...' if len(missing) > 8 else ''} ({len(missing)}), unexpected {unexpected[:8]}"
+            f"{' ...' if len(unexpected) > 8 else ''} ({len(unexpected)}). Resume with the config "
+            "the run was started with; to start a new stage from its weights use init_from"
+        )
+
+
+@dataclass
+class InitFrom:
+    """Weights of an earlier stage to start from (not a resume: optimizer and step start fresh).
+
+    Args:
+        path: A checkpoint written by a MultiMood stage (``.ckpt``).
+        components: Top-level parts of the fused model to take (``history_compressor``,
+            ``video_connector``, ``audio_projector``, ``llm``, ...); None takes every part the
+            checkpoint holds.
+    """
+
+    path: str
+    components: list[str] | None = None
+
+
+def load_init_from(model: nn.Module, sources: Sequence[InitFrom], prefix: str = "model.") -> dict[str, int]:
+    """Copy tensors of earlier stages into ``model`` (by value); returns tensors loaded per part.
+
+    Every tensor of a named component in the file must exist in ``model`` with the same shape, and
+    a named component the file lacks is an error: a silent partial load would train from random
+    weights.
+    """
+    own = model.state_dict(keep_vars=True)
+    loaded: dict[str, int] = {}
+    for source in sources:
+        path = Path(source.path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"init_from: checkpoint {path} not found")
+        state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
+        if state is None:
+            raise ValueError(f"init_from: {path} has no 'state_dict' (not a Lightning checkpoint)")
+        by_part: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            if key.startswith(prefix):
+                name = key[len(prefix) :]
+                by_part.setdefault(name.split(".", 1)[0], {})[name] = value
+        wanted = source.components if source.components is not None else sorted(by_part)
+        absent = [c for c in wanted if c not in by_part]
+        if absent:
+            raise ValueError(f"init_from: {path} holds no tensors of {absent}; it has {sorted(by_part)}")
+        for part in wanted:
+            for name, value in by_part[part].items():
+                target = own.get(name)
+                if target is None:
+                    raise ValueError(
+                        f"init_from: {path} has {name!r}, which this model lacks (is {part} built "
+                        "the same way, e.g. the same LoRA settings?)"
+                    )
+                if tuple(target.shape) != tuple(value.shape):
+                    raise ValueError(
+                        f"init_from: {name!r} is {tuple(value.shape)} in {path} but "
+                        f"{tuple(target.shape)} in this model"
+                    )
+                with torch.no_grad():
+                    target.copy_(value.to(dtype=target.dtype, device=target.device))
+            loaded[part] = loaded.get(part, 0) + len(by_part[part])
+            log.info("init_from %s: %d tensors of %s", path, len(by_part[part]), part)
+    return loaded
+
+
+# ----------------------------------------------------------------------------------- schedules
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float, kind: LRSchedule
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over ``ceil(warmup_ratio * total_steps)`` steps, then ``kind`` decay to 0
+    (the transformers Trainer's schedules, which the authors' and VideoLLaMA2's scripts use)."""
+    if not 0 <= warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+    if kind not in ("cosine", "linear", "constant"):
+        raise ValueError(f"lr_schedule must be cosine, linear or constant, got {kind!r}")
+    total = max(1, int(total_steps))
+    warmup = math.ceil(warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ----------------------------------------------------------------------------------- evaluation
+def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's rows on every rank (one collective; call it at epoch end on all ranks)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return rows
+    gathered: list[list[dict[str, Any]] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, rows)
+    return [row for part in gathered for row in (part or [])]
+
+
+def write_results(
+    out_dir: str | Path, split: str, rows: list[dict[str, Any]], metrics: Mapping[str, float]
+) -> tuple[Path, Path]:
+    """``<out_dir>/<split>/predictions.jsonl`` (the authors' ``label``/``predict`` lines plus
+    ``sample_id``, sorted by it) and ``<out_dir>/<split>/metrics.json``."""
+    folder = Path(out_dir) / split
+    folder.mkdir(parents=True, exist_ok=True)
+    predictions = folder / "predictions.jsonl"
+    with predictions.open("w") as f:
+        for row in sorted(rows, key=lambda r: str(r["sample_id"])):
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    metrics_path = folder / "metrics.json"
+    metrics_path.write_text(json.dumps(dict(metrics), indent=2, sort_keys=True) + "\n")
+    return predictions, metrics_path
+
+
+def run_folder(trainer: Any) -> Path:
+    """Where a run writes its results: the logger's version folder, else ``default_root_dir``."""
+    log_dir = getattr(trainer, "log_dir", None)
+    return Path(log_dir or trainer.default_root_dir)
