@@ -1,45 +1,133 @@
-"""Train any MultiMood stage with LightningCLI.
+"""Train or evaluate any MultiMood stage with LightningCLI.
 
-    python fit.py --config configs/<stage>.yaml [--config more.yaml] [--trainer.max_epochs 3 ...]
-    python fit.py --config configs/<stage>.yaml --print_config   # the full, resolved configuration
-    python fit.py --help                                          # every option, from the docstrings
+    python fit.py --config configs/<stage>/<name>.yaml [--config more.yaml] [--trainer.max_epochs 3 ...]
+    python fit.py --config configs/<stage>/<name>.yaml --print_config   # the resolved configuration
+    python fit.py --help                                                # every option, from docstrings
+    python fit.py --config configs/sft/tiny.yaml --run test --ckpt_path runs/.../last.ckpt
 
-The LightningModule (one per training stage, in ``lit_modules``) and the LightningDataModule (in
+The LightningModule (one per stage, in ``lit_modules``) and the LightningDataModule (in
 ``datamodules``) are chosen by ``class_path`` in the YAML; every constructor argument is an option.
-``--ckpt_path`` resumes an interrupted run (optimizer, scheduler and loop state); loading the
-weights of an earlier stage into a new one is a module option (``init_from``), not a resume.
+
+- ``--run fit`` (default) trains; with ``--test_after_fit true`` the test split is scored at the end
+  with the weights the fit ended with. ``--run validate`` / ``--run test`` only evaluate.
+- ``--ckpt_path`` resumes an interrupted fit (weights that train, optimizer, schedulers, loop
+  state), or gives the weights to evaluate. Loading an earlier stage's weights into a new stage is
+  the module option ``init_from``, not a resume.
+- Values the data and the model must agree on (LLM tokenizer, history tokenizer and its budget,
+  frame size and normalisation) are set on the model side only. A data config that sets one of
+  them differently is refused before any model is built (names both keys); values known only once
+  the towers have loaded are taken (or checked) when the trainer sets the data module up.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any, Literal
 
 # Tokenizers run in DataLoader worker processes: Hugging Face tokenizers' own thread pool does not
 # survive the fork (it warns and disables itself), so turn it off before anything tokenises.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-def main(args: list[str] | None = None) -> None:
-    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+Run = Literal["fit", "validate", "test"]
 
-    class MultiMoodCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-            parser.add_argument(
-                "--ckpt_path",
-                type=str | None,
-                default=None,
-                help="Resume this run from a Lightning checkpoint (weights, optimizer, schedulers, loop state).",
-            )
+# (data option, where the model config says it; the first one set wins). Paths are under the fused
+# model's init_args; the module's `model` argument holds the fused model.
+CONFIG_LINKS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("tokenizer", ("llm.init_args.tokenizer", "llm.init_args.name_or_path")),
+    (
+        "history_tokenizer",
+        ("history_compressor.init_args.tokenizer", "history_compressor.init_args.backbone"),
+    ),
+    ("history_max_tokens", ("history_compressor.init_args.max_tokens",)),
+)
 
+
+def _get(namespace: Any, dotted: str) -> Any:
+    node = namespace
+    for part in dotted.split("."):
+        if node is None:
+            return None
+        node = node.get(part) if hasattr(node, "get") else getattr(node, part, None)
+    return node
+
+
+def check_config_links(config: Any) -> None:
+    """Refuse a data config that contradicts the model config, before anything is built.
+
+    Only values written in the config are compared here (names, budgets); values known once a
+    tower has loaded are checked by the data module's ``connect``.
+    """
+    model = _get(config, "model.init_args.model.init_args")
+    data = _get(config, "data.init_args")
+    if model is None or data is None:
+        return
+    for data_key, model_keys in CONFIG_LINKS:
+        theirs = _get(data, data_key)
+        if theirs is None:
+            continue
+        for model_key in model_keys:
+            ours = _get(model, model_key)
+            if ours is not None:
+                if ours != theirs:
+                    raise ValueError(
+                        f"data.init_args.{data_key} = {theirs!r} contradicts "
+                        f"model.init_args.model.init_args.{model_key} = {ours!r}: remove "
+                        f"data.init_args.{data_key} (the data takes it from the model)"
+                    )
+                break
+
+
+class MultiMoodCLI(LightningCLI):
+    """LightningCLI with the run options above; importable (tests parse every shipped YAML with it)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--run",
+            type=Run,
+            default="fit",
+            help="fit (train), validate or test (evaluate the weights of --ckpt_path).",
+        )
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="fit: resume this run (weights, optimizer, schedulers, loop state); "
+            "validate/test: the weights to evaluate.",
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="After fit, score the test split with the weights the fit ended with.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        check_config_links(self.config)
+
+
+def main(args: list[str] | None = None) -> MultiMoodCLI:
     cli = MultiMoodCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
+        auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
         run=False,
         args=args,
     )
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    config = cli.config
+    run, ckpt_path = config.get("run", "fit"), config.get("ckpt_path")
+    if run == "fit":
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        if config.get("test_after_fit"):
+            cli.trainer.test(cli.model, datamodule=cli.datamodule)
+    else:
+        if ckpt_path is None:
+            raise SystemExit(f"--run {run} needs --ckpt_path (the weights to evaluate)")
+        getattr(cli.trainer, run)(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+    return cli
 
 
 if __name__ == "__main__":

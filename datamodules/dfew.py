@@ -14,15 +14,14 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from datamodules.common import MultiModalDataModule
+from datamodules.common import ModelConnectedMixin, MultiModalDataModule, video_loader
 from multimood.data.datasets import ChatEncoder, DFEWDataset, MultiModalCollator
 from multimood.data.dfew import LabelBase, Source, SplitFormat, load_dfew_fold, validation_split
-from multimood.data.media import VideoLoader
 
 log = logging.getLogger(__name__)
 
 
-class DFEWDataModule(MultiModalDataModule):
+class DFEWDataModule(ModelConnectedMixin, MultiModalDataModule):
     """DFEW batches for the fused model: 16 frames, the recognition prompt, ``Emotion: <class>``.
 
     Args:
@@ -42,12 +41,14 @@ class DFEWDataModule(MultiModalDataModule):
             ``dfer_clip`` (``<path> <num_frames> <label>``) or ``mae_dfer`` (``<path> <label>``).
         val_fraction: Share of the fold's training list held out (seeded by ``seed``, stratified
             by class) for validation / model selection. 0: train on the whole list, no validation.
-        tokenizer: The LLM's tokenizer; link it to the model's LLM.
+        tokenizer: The LLM's tokenizer. None (default): the model's, taken when a trainer runs
+            this module (``fit.py``); set it only to use the data alone.
         system_prompt: System message of the chat; None keeps the template's default.
         num_frames: Frames sampled per clip (16 in the paper).
-        image_size: Frame side after padding to square and resizing (384 for SigLIP-So400M).
-        image_mean: Normalisation mean (and padding colour); SigLIP: 0.5.
-        image_std: Normalisation std; SigLIP: 0.5.
+        image_size: Frame side after padding to square and resizing. None (default): the vision
+            tower's (384 for SigLIP-So400M, also the fallback without a model).
+        image_mean: Normalisation mean (and padding colour). None: the tower's (SigLIP: 0.5).
+        image_std: Normalisation std. None: the tower's (SigLIP: 0.5).
         batch_size: Training batch size.
         eval_batch_size: Test batch size (default: ``batch_size``).
         num_workers: DataLoader workers.
@@ -64,12 +65,12 @@ class DFEWDataModule(MultiModalDataModule):
         split_files: str | None = None,
         split_format: SplitFormat = "auto",
         val_fraction: float = 0.1,
-        tokenizer: str = "Qwen/Qwen2-7B-Instruct",
+        tokenizer: str | None = None,
         system_prompt: str | None = None,
         num_frames: int = 16,
-        image_size: int = 384,
-        image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
-        image_std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        image_size: int | None = None,
+        image_mean: tuple[float, float, float] | None = None,
+        image_std: tuple[float, float, float] | None = None,
         batch_size: int = 1,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -83,9 +84,12 @@ class DFEWDataModule(MultiModalDataModule):
         self.data_dir = Path(data_dir).expanduser()
         self.label_base: int | None = None
 
+    CONNECTED = ("tokenizer", "image_size", "image_mean", "image_std")
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
+        self.connect_trainer_model()
         hp = self.hparams
         splits, self.label_base = load_dfew_fold(
             self.data_dir,
@@ -111,7 +115,7 @@ class DFEWDataModule(MultiModalDataModule):
         )
         self.clips_found, self.clips_listed = found, len(listed)
         encoder = ChatEncoder(self.tokenizer, system_prompt=hp.system_prompt)
-        video = VideoLoader(hp.num_frames, hp.image_size, tuple(hp.image_mean), tuple(hp.image_std))
+        video = video_loader(hp)
         for split, samples in splits.items():
             if hp.limit_samples is not None:
                 samples = samples[: hp.limit_samples]

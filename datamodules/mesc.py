@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from datamodules.common import MultiModalDataModule, resolve_data_path
+from datamodules.common import ModelConnectedMixin, MultiModalDataModule, resolve_data_path, video_loader
 from multimood.data.datasets import (
     ChatEncoder,
     HistoryMode,
@@ -20,7 +20,7 @@ from multimood.data.datasets import (
     Modality,
     MultiModalCollator,
 )
-from multimood.data.media import AudioLoader, AudioMode, VideoLoader
+from multimood.data.media import AudioLoader, AudioMode
 from multimood.data.mesc import (
     PER_UTTERANCE_WARNING,
     HistoryUnit,
@@ -34,7 +34,7 @@ from multimood.data.mesc import (
 log = logging.getLogger(__name__)
 
 
-class MESCDataModule(MultiModalDataModule):
+class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
     """MESC batches: the figure-4 prompt, the four-task answer, clips, and the dialogue history.
 
     Args:
@@ -43,14 +43,15 @@ class MESCDataModule(MultiModalDataModule):
             read from the working directory (the configs use ``data/mesc``, run from the repo root).
         clips_dir: Folder of ``dia{D}_utt{U}_{row}.mp4`` clips (``multimood cut-clips`` makes them
             from your own episodes), relative to ``data_dir`` unless absolute. None: text only.
-        tokenizer: The LLM's tokenizer (hub id, path or ``tiny:``); link it to the model's LLM.
+        tokenizer: The LLM's tokenizer (hub id, path or ``tiny:``). None (default): the model's,
+            taken when a trainer runs this module (``fit.py``); set it only to use the data alone.
         system_prompt: System message of the chat; None keeps the chat template's default.
         history_mode: ``compressor`` (history ids for the ConvCompressor; paper "SFT+Comp"),
             ``text`` (history turns written into the prompt, one per line) or ``none``.
-        history_tokenizer: Tokenizer of the ConvCompressor's backbone (``history_mode=compressor``);
-            link it to the compressor's backbone.
+        history_tokenizer: Tokenizer of the ConvCompressor's backbone (``history_mode=compressor``).
+            None (default): the model's compressor's.
         history_max_tokens: Token budget of one history for the compressor (oldest whole turns are
-            dropped beyond it); link it to the compressor's ``max_tokens``.
+            dropped beyond it). None (default): the compressor's ``max_tokens`` (else 4096).
         sample_unit: ``turn`` (default): one sample per therapist turn, the run of consecutive
             therapist utterances merged, as the authors did; ``utterance``: one per therapist
             utterance, with the earlier utterances of its turn (and their labels) in the history.
@@ -81,9 +82,10 @@ class MESCDataModule(MultiModalDataModule):
         max_client_clips: Most recent clips of the client's current turn to use (the authors
             used 5); None for all.
         num_frames: Frames sampled per sample (16 in the paper).
-        image_size: Frame side after padding to square and resizing (384 for SigLIP-So400M).
-        image_mean: Normalisation mean (and padding colour); SigLIP: 0.5.
-        image_std: Normalisation std; SigLIP: 0.5.
+        image_size: Frame side after padding to square and resizing. None (default): the vision
+            tower's (384 for SigLIP-So400M, also the fallback without a model).
+        image_mean: Normalisation mean (and padding colour). None: the tower's (SigLIP: 0.5).
+        image_std: Normalisation std. None: the tower's (SigLIP: 0.5).
         max_audio_seconds: Audio is cropped to this length (30 s -> 1,496 BEATs tokens).
         audio_mode: ``clip``: the turn's audio once, unpadded (padding masked). ``videollama2``:
             as VideoLLaMA2-AV, whose audio projector MultiMood inherits: 8 windows of 2 s,
@@ -100,11 +102,11 @@ class MESCDataModule(MultiModalDataModule):
         self,
         data_dir: str,
         clips_dir: str | None = None,
-        tokenizer: str = "Qwen/Qwen2-7B-Instruct",
+        tokenizer: str | None = None,
         system_prompt: str | None = None,
         history_mode: HistoryMode = "compressor",
-        history_tokenizer: str | None = "state-spaces/mamba-370m-hf",
-        history_max_tokens: int = 4096,
+        history_tokenizer: str | None = None,
+        history_max_tokens: int | None = None,
         sample_unit: SampleUnit = "turn",
         history_length: int | None = None,
         history_unit: HistoryUnit = "exchanges",
@@ -116,9 +118,9 @@ class MESCDataModule(MultiModalDataModule):
         modality_probs: tuple[float, float, float] | None = None,
         max_client_clips: int | None = 5,
         num_frames: int = 16,
-        image_size: int = 384,
-        image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
-        image_std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        image_size: int | None = None,
+        image_mean: tuple[float, float, float] | None = None,
+        image_std: tuple[float, float, float] | None = None,
         max_audio_seconds: float | None = 30.0,
         audio_mode: AudioMode = "clip",
         batch_size: int = 1,
@@ -128,8 +130,6 @@ class MESCDataModule(MultiModalDataModule):
         limit_samples: int | None = None,
     ) -> None:
         super().__init__()
-        if history_mode == "compressor" and not history_tokenizer:
-            raise ValueError("history_mode='compressor' needs history_tokenizer (the compressor backbone's)")
         check_sample_options(sample_unit, history_length, history_unit)
         check_context_options(
             Path(data_dir).expanduser(), descriptions, problem_situation, allow_eval_only_context
@@ -148,14 +148,29 @@ class MESCDataModule(MultiModalDataModule):
         if self._history_tokenizer is None:
             from multimood.data.history import HistoryTokenizer
 
+            if not self.hparams.history_tokenizer:
+                raise ValueError(
+                    "history_mode='compressor' needs history_tokenizer: run with a model that has a "
+                    "history_compressor (it is taken from it) or set data.init_args.history_tokenizer"
+                )
             self._history_tokenizer = HistoryTokenizer(
-                self.hparams.history_tokenizer, max_tokens=self.hparams.history_max_tokens
+                self.hparams.history_tokenizer, max_tokens=self.hparams.history_max_tokens or 4096
             )
         return self._history_tokenizer
+
+    CONNECTED = (
+        "tokenizer",
+        "history_tokenizer",
+        "history_max_tokens",
+        "image_size",
+        "image_mean",
+        "image_std",
+    )
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
+        self.connect_trainer_model()
         hp = self.hparams
         if self.clips_dir is not None and not self.clips_dir.is_dir():
             raise FileNotFoundError(
@@ -174,7 +189,7 @@ class MESCDataModule(MultiModalDataModule):
         if hp.sample_unit == "utterance":
             log.warning("%s", PER_UTTERANCE_WARNING)
         encoder = ChatEncoder(self.tokenizer, system_prompt=hp.system_prompt)
-        video = VideoLoader(hp.num_frames, hp.image_size, tuple(hp.image_mean), tuple(hp.image_std))
+        video = video_loader(hp)
         audio = AudioLoader(mode=hp.audio_mode, max_seconds=hp.max_audio_seconds)
         for split, samples in self.data.samples.items():
             if hp.limit_samples is not None:

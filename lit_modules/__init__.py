@@ -1,1 +1,6 @@
-"""One LightningModule per training stage; each composes parts from `multimood`."""
+"""One LightningModule per training stage; each composes parts from :mod:`multimood`."""
+
+from lit_modules.projector_align import ProjectorAlignModule
+from lit_modules.sft import SFTModule
+
+__all__ = ["ProjectorAlignModule", "SFTModule"]

@@ -104,6 +104,44 @@ def check_resumable(checkpoint: Mapping[str, Any], module: nn.Module, path: str 
         )
 
 
+def save_rng_states(checkpoint: dict[str, Any]) -> None:
+    """Random states in the checkpoint, so that a resumed run draws the same dropout masks (and
+    anything else random) as an uninterrupted one. Lightning does not save them itself."""
+    import random
+
+    import numpy as np
+
+    checkpoint["rng_states"] = {
+        "torch": torch.get_rng_state(),
+        # Plain types and tensors only: checkpoints stay loadable with torch.load(weights_only=True).
+        "numpy": _numpy_state(np.random.get_state()),  # noqa: NPY002 (third-party code draws from it)
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _numpy_state(state: tuple) -> tuple:
+    kind, keys, pos, has_gauss, cached = state
+    return (str(kind), torch.from_numpy(keys.copy()), int(pos), int(has_gauss), float(cached))
+
+
+def restore_rng_states(checkpoint: Mapping[str, Any]) -> None:
+    """Undo :func:`save_rng_states` (nothing happens for a checkpoint without them)."""
+    import random
+
+    import numpy as np
+
+    states = checkpoint.get("rng_states")
+    if not states:
+        return
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))  # noqa: NPY002
+    random.setstate(states["python"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 @dataclass
 class InitFrom:
     """Weights of an earlier stage to start from (not a resume: optimizer and step start fresh).

@@ -50,7 +50,8 @@ class EpochSampler(DistributedSampler):
         pad: Repeat the first items of the order so that every rank gets the same number of
             samples (training). ``False`` gives each sample to exactly one rank (evaluation).
 
-    Lightning calls :meth:`set_epoch` at every epoch start.
+    Lightning calls :meth:`set_epoch` at every epoch start. :meth:`resume_at` makes the next pass
+    over a given epoch start after the samples an interrupted run already trained on.
     """
 
     def __init__(
@@ -72,6 +73,14 @@ class EpochSampler(DistributedSampler):
         super().__init__(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.num_items = num_items
         self.pad = pad
+        self._resume: tuple[int, int] | None = None  # (epoch, samples of this rank's share to skip)
+
+    def resume_at(self, epoch: int, samples_done: int) -> None:
+        """Skip the first ``samples_done`` samples of this rank's share the next time ``epoch`` is
+        iterated (once); the order and every item's seed stay those of an uninterrupted run."""
+        if samples_done < 0:
+            raise ValueError(f"samples_done must be >= 0, got {samples_done}")
+        self._resume = (int(epoch), int(samples_done))
 
     def __len__(self) -> int:
         if self.pad:
@@ -89,5 +98,9 @@ class EpochSampler(DistributedSampler):
         if self.pad and order:
             total = len(self) * self.num_replicas
             order = (order * math.ceil(total / len(order)))[:total]
-        for index in order[self.rank :: self.num_replicas]:
+        share = order[self.rank :: self.num_replicas]
+        if self._resume is not None and self._resume[0] == self.epoch:
+            share = share[self._resume[1] :]
+            self._resume = None
+        for index in share:
             yield index, item_seed(self.seed, self.epoch, index)

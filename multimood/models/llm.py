@@ -216,7 +216,8 @@ class LanguageModel(nn.Module):
             kwargs["attn_implementation"] = attn_implementation
 
         # ---- loading ---------------------------------------------------------------------------
-        self.tokenizer = load_llm_tokenizer(tokenizer or name_or_path, trust_remote_code=trust_remote_code)
+        self.tokenizer_name = tokenizer or name_or_path  # what a data module must tokenise with
+        self.tokenizer = load_llm_tokenizer(self.tokenizer_name, trust_remote_code=trust_remote_code)
         self.placeholder_ids = {t: self.tokenizer.convert_tokens_to_ids(t) for t in PLACEHOLDER_TOKENS}
         cls = _import(model_class) if model_class else _import("transformers.AutoModelForCausalLM")
         model = cls.from_pretrained(path, **kwargs)

@@ -1,0 +1,210 @@
+"""Stage C: supervised fine-tuning of the fused model (paper appendix B.2), on MESC or DFEW.
+
+The paper: "we fine-tune the LLM with QLoRA ... while keeping the pre-trained audio-visual
+projectors and ConvCom frozen" (appendix B.2). What trains is the model config's business (each
+component's ``trainable`` option); this module trains whatever does, checks it is a sensible SFT
+set, and evaluates by generating answers:
+
+- training: teacher-forced cross-entropy on the answer tokens (``train/loss``);
+- validation and test: the same loss (``val/loss``), then greedy (by default) batched generation
+  from the left-padded prompt, parsed into the tasks and scored with the data module's metrics
+  (MESC: the four tasks of paper table 4; DFEW: UAR, WAR, per-class recall). Results go to
+  ``<run>/<split>/predictions.jsonl`` (the authors' ``label``/``predict`` lines plus ``sample_id``)
+  and ``<run>/<split>/metrics.json``, and to the logger (``val/...``, ``test/...``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+
+from lit_modules.common import (
+    InitFrom,
+    LRSchedule,
+    check_resumable,
+    check_stage_trains,
+    gather_rows,
+    keep_trainable_in_checkpoint,
+    load_init_from,
+    restore_rng_states,
+    run_folder,
+    save_rng_states,
+    trainable_parameters,
+    warmup_schedule,
+    write_results,
+)
+from multimood.models import MultiMoodModel
+
+log = logging.getLogger(__name__)
+
+# Parts that SFT may train. Towers are left out: the paper keeps both encoders frozen throughout.
+SFT_TRAINABLE = ("llm", "video_connector", "audio_projector", "history_compressor")
+
+
+class SFTModule(L.LightningModule):
+    """Stage C: (Q)LoRA SFT of the fused model on the four-task answer (or DFEW's emotion).
+
+    Args:
+        model: The fused model; its components' ``trainable`` options say what trains (paper: LoRA
+            on the LLM, every other part frozen).
+        optimizer: Optimizer factory over the trainable parameters (paper: AdamW, lr 2e-5,
+            weight decay 0).
+        lr_schedule: Decay after warmup: ``cosine`` (VideoLLaMA2's and the authors' scripts),
+            ``linear`` or ``constant``.
+        warmup_ratio: Fraction of the run's optimizer steps spent warming up linearly (paper 0.03).
+        init_from: Earlier stages' weights to start from (stage A's ``history_compressor``, stage
+            B's ``video_connector``/``audio_projector``); a resume is ``--ckpt_path`` instead.
+        generate_on_validation: Generate and score answers in validation too (test always does);
+            off keeps validation to the teacher-forced loss.
+        max_new_tokens: Longest generated answer (MESC answers reach ~390 tokens).
+        num_beams: Beam width (1: greedy, as the authors' inference).
+        bertscore_model: Local model (path or name) for BERTScore F1 of the responses; None
+            leaves BERTScore out.
+        log_generations: Generated answers (with their references) written to the logger as text
+            per evaluation; 0 for none. Prompts and dialogue histories are never logged.
+    """
+
+    def __init__(
+        self,
+        model: MultiMoodModel,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_schedule: LRSchedule = "cosine",
+        warmup_ratio: float = 0.03,
+        init_from: list[InitFrom] | None = None,
+        generate_on_validation: bool = True,
+        max_new_tokens: int = 400,
+        num_beams: int = 1,
+        bertscore_model: str | None = None,
+        log_generations: int = 3,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "optimizer"])
+        check_stage_trains("SFTModule", model, allowed=SFT_TRAINABLE)
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.init_from = list(init_from or [])
+        # Checkpoints hold only what trains; frozen parts come back from the config.
+        self.strict_loading = False
+        self.metrics: Any = None
+        self._rows: list[dict[str, Any]] = []
+        self._initialized_from = False
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        connect = getattr(datamodule, "connect", None)
+        if callable(connect):
+            connect(self.model)
+        history_tokenizer = getattr(datamodule, "history_tokenizer", None)
+        if history_tokenizer is not None:
+            self.model.check_history_tokenizer(history_tokenizer)
+        if self.init_from and not self._initialized_from:
+            # Once per module, for every entry point (fit, validate, test): frozen parts that came
+            # from an earlier stage are not in this stage's checkpoints. Never twice: a test after
+            # fit must keep the weights the fit trained.
+            load_init_from(self.model, self.init_from)
+            self._initialized_from = True
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(trainable_parameters(self.model))
+        schedule = warmup_schedule(
+            optimizer,
+            self.trainer.estimated_stepping_batches,
+            self.hparams.warmup_ratio,
+            self.hparams.lr_schedule,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.model(batch).loss
+        self.log("train/loss", loss, batch_size=len(batch["sample_ids"]), prog_bar=True)
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate_batch(batch, "val", generate=self.hparams.generate_on_validation)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate_batch(batch, "test", generate=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.hparams.generate_on_validation and not self.trainer.sanity_checking:
+            self._finish_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
+
+    def _start_evaluation(self) -> None:
+        self._rows = []
+        if self.metrics is not None:
+            self.metrics.reset()
+
+    def _task_metrics(self) -> Any:
+        if self.metrics is None:  # the data decides the task, and so the metrics
+            self.metrics = self.trainer.datamodule.make_metrics(bertscore_model=self.hparams.bertscore_model)
+            self.metrics.to(self.device)
+        return self.metrics
+
+    def _evaluate_batch(self, batch: dict[str, Any], split: str, generate: bool) -> None:
+        # No collective in here: evaluation shards may differ by one batch across ranks.
+        size = len(batch["sample_ids"])
+        self.log(f"{split}/loss", self.model(batch).loss, batch_size=size, sync_dist=True)
+        if not generate or self.trainer.sanity_checking:
+            return
+        predictions = self.model.generate(
+            batch,
+            max_new_tokens=self.hparams.max_new_tokens,
+            num_beams=self.hparams.num_beams,
+            do_sample=False,
+        )
+        self._task_metrics().update(predictions, batch["answers"])
+        self._rows += [
+            {"sample_id": sid, "label": label, "predict": predict}
+            for sid, label, predict in zip(batch["sample_ids"], batch["answers"], predictions, strict=True)
+        ]
+
+    def _finish_evaluation(self, split: str) -> None:
+        values = {k: float(v) for k, v in self._task_metrics().compute().items()}  # synchronised over ranks
+        rows = gather_rows(self._rows)
+        if self.trainer.is_global_zero:
+            predictions, _ = write_results(run_folder(self.trainer), split, rows, values)
+            log.info("%s: %d answers scored, written to %s", split, len(rows), predictions)
+            self._log_generations(split, rows)
+            self._log_confusion(split)
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, rank_zero_only=True)
+
+    def _log_generations(self, split: str, rows: list[dict[str, Any]]) -> None:
+        experiment = getattr(self.logger, "experiment", None)
+        if not self.hparams.log_generations or not hasattr(experiment, "add_text"):
+            return
+        for row in rows[: self.hparams.log_generations]:
+            text = f"**predicted**\n\n    {row['predict']}\n\n**reference**\n\n    {row['label']}"
+            experiment.add_text(f"{split}/generation/{row['sample_id']}", text, self.global_step)
+
+    def _log_confusion(self, split: str) -> None:
+        experiment = getattr(self.logger, "experiment", None)
+        figures = getattr(self.metrics, "confusion_figures", None)
+        if not hasattr(experiment, "add_figure") or not callable(figures):
+            return
+        for task, figure in figures().items():
+            experiment.add_figure(f"{split}/confusion/{task}", figure, self.global_step)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep_trainable_in_checkpoint(checkpoint, self)
+        save_rng_states(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_resumable(checkpoint, self)
+        restore_rng_states(checkpoint)

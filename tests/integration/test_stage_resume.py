@@ -1,0 +1,73 @@
+"""Resume: an SFT run stopped mid-epoch and resumed with ``ckpt_path`` gives the losses of a run
+that never stopped (same batches, same dropout masks, same optimizer and schedule state)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from datamodules import MESCDataModule
+from lit_modules import SFTModule
+from multimood.models import LanguageModel, MultiMoodModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class LossRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.losses: dict[int, float] = {}
+        self.samples: dict[int, list[str]] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses[trainer.global_step] = float(outputs["loss"])
+        self.samples[trainer.global_step] = list(batch["sample_ids"])
+
+
+def _run(root: Path, data_dir: Path, max_steps: int, ckpt_path: str | None = None) -> LossRecorder:
+    L.seed_everything(0)
+    # LoRA dropout on: a resumed run must also restore the random state.
+    llm = LanguageModel("tiny:qwen2", lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.3)
+    module = SFTModule(
+        MultiMoodModel(llm),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=5e-3),
+        warmup_ratio=0.2,
+    )
+    data = MESCDataModule(str(data_dir), history_mode="text", batch_size=2, limit_samples=8, seed=3)
+    recorder = LossRecorder()
+    checkpoints = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    trainer = L.Trainer(
+        default_root_dir=root,
+        max_steps=max_steps,
+        accelerator="cpu",
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder, checkpoints],
+        deterministic=True,
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    return recorder
+
+
+def test_resuming_mid_epoch_gives_the_losses_of_an_uninterrupted_run(
+    tmp_path: Path, synthetic_mesc: Path
+) -> None:
+    # 8 samples in batches of 2: 4 steps per epoch; the checkpoint at step 3 is mid-epoch, and the
+    # run goes on into the next epoch (a new order).
+    straight = _run(tmp_path / "straight", synthetic_mesc, max_steps=7)
+    assert sorted(straight.losses) == list(range(1, 8))
+    stop = tmp_path / "straight" / "ckpt" / "epoch=0-step=3.ckpt"
+    assert stop.is_file(), sorted(p.name for p in (tmp_path / "straight" / "ckpt").iterdir())
+
+    resumed = _run(tmp_path / "resumed", synthetic_mesc, max_steps=7, ckpt_path=str(stop))
+    assert sorted(resumed.losses) == list(range(4, 8))
+    for step in range(4, 8):
+        assert resumed.samples[step] == straight.samples[step], step
+        assert resumed.losses[step] == pytest.approx(straight.losses[step], abs=1e-6), step
+    # The losses move: equal numbers are not a constant.
+    assert len({round(v, 6) for v in straight.losses.values()}) == len(straight.losses)
