@@ -241,8 +241,12 @@ def test_random_modality_selection_is_seeded_per_sample(synthetic_mesc: Path) ->
 
 
 def test_bad_settings_fail_before_loading(synthetic_mesc: Path) -> None:
+    # Without a model to take it from, compressor history needs its tokenizer named.
+    dm = MESCDataModule(str(synthetic_mesc), tokenizer="tiny:qwen2", history_tokenizer=None)
     with pytest.raises(ValueError, match="history_tokenizer"):
-        MESCDataModule(str(synthetic_mesc), tokenizer="tiny:qwen2", history_tokenizer=None)
+        dm.setup("fit")
+    with pytest.raises(ValueError, match="no tokenizer"):
+        MESCDataModule(str(synthetic_mesc), history_mode="none").setup("fit")
     dm = MESCDataModule(str(synthetic_mesc), clips_dir="nope", tokenizer="tiny:qwen2", history_mode="none")
     with pytest.raises(FileNotFoundError, match="clips_dir"):
         dm.setup("fit")

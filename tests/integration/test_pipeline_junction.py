@@ -38,6 +38,7 @@ def test_a_data_module_batch_trains_the_tiny_model(synthetic_mesc: Path) -> None
         data_dir=str(synthetic_mesc),
         modality_probs=None,  # every modality in this batch: every path is exercised for real
     )
+    dm.connect(model)  # tokenizers and frame size come from the model, as fit.py's runs do
     dm.setup("fit")
     model.check_history_tokenizer(dm.history_tokenizer)
     batch = next(iter(dm.train_dataloader()))

@@ -41,6 +41,7 @@ def test_collator_pads_and_masks_absent_media() -> None:
             "prompt_ids": torch.arange(1, n - 1),
             "targets": {"emotion": 3},
             "reference": "r",
+            "answer": "a",
             "modalities": (),
             "media_issues": [],
         }
