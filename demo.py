@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from multimood.data.answer import parse_answer, parse_failure_rate
     from multimood.hub import cache_root, resolve
     from multimood.models.multimood import MultiMoodModel
+    from multimood.models.trainable import format_trainable_table
 
     L.seed_everything(args.seed, verbose=False)
     out = Path(args.out)
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"modalities drawn (p = [p_a, p_v, p_av]): {batch['modalities']}")
 
     _section(f"4. {args.steps} optimisation steps of the trainable parts (LoRA, projectors, connector)")
+    print(format_trainable_table(model.trainable_table()))  # what each part's `trainable` option made of it
     trainable = [p for p in model.parameters() if p.requires_grad]
     print(
         f"trainable parameters: {sum(p.numel() for p in trainable):,} of {sum(p.numel() for p in model.parameters()):,}"

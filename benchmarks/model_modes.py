@@ -56,7 +56,7 @@ def generate_train_vs_eval() -> dict[str, Any]:
     from multimood.models.llm import LanguageModel
 
     torch.manual_seed(0)
-    llm = LanguageModel("tiny:qwen2", lora=True, lora_r=4, lora_alpha=8, gradient_checkpointing=True)
+    llm = LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8, gradient_checkpointing=True)
     ids = llm.tokenizer(["how are you feeling today"], return_tensors="pt")
     kwargs = {
         "inputs_embeds": llm.embed(ids["input_ids"]).detach(),
@@ -92,7 +92,7 @@ def frozen_lora_compressor() -> dict[str, Any]:
         lora_r=4,
         lora_alpha=8,
         lora_dropout=0.05,
-        freeze_backbone=True,
+        backbone_trainable="frozen",  # keeps the (frozen) stage-A adapters: lora_r > 0
     )
     for name, p in model.backbone.named_parameters():
         if "lora_B" in name:  # adapters as stage A leaves them: not at their zero start

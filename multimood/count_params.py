@@ -3,7 +3,8 @@
 ``multimood count-params --model configs/model/paper.yaml`` reads the same YAML training uses,
 validates it with jsonargparse (a bad config fails here, before anything loads), then builds every
 component's architecture on the meta device and counts parameters, total and trainable under the
-configuration's freezing/LoRA settings.
+configuration's training modes (``trainable``: frozen / lora / full, see
+:mod:`multimood.models.trainable`); the defaults are the constructors' own.
 
 Architectures come from a local folder when the name resolves to one (``tiny:`` names, local
 checkpoints: only their config files are read), otherwise from the table below of architectures we
@@ -116,7 +117,8 @@ def _llm_count(args: dict[str, Any]) -> tuple[int, int, int, str]:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     total = _count(model.parameters())
-    if args.get("lora", False):
+    mode = args.get("trainable", "lora")
+    if mode == "lora":
         from peft import LoraConfig, get_peft_model
 
         with torch.device("meta"):
@@ -131,8 +133,7 @@ def _llm_count(args: dict[str, Any]) -> tuple[int, int, int, str]:
             )
         lora = _count(p for n, p in peft_model.named_parameters() if "lora_" in n)
         return total + lora, lora, config.hidden_size, source
-    trainable = 0 if args.get("freeze_base", True) else total
-    return total, trainable, config.hidden_size, source
+    return total, total if mode == "full" else 0, config.hidden_size, source
 
 
 def _vision_count(args: dict[str, Any]) -> tuple[int, int, int, tuple[int, int], str]:
@@ -171,7 +172,7 @@ def _vision_count(args: dict[str, Any]) -> tuple[int, int, int, tuple[int, int],
     size = vision_cfg.get("image_size", 224)
     patch = trunk.patch_embed.patch_size[0]
     grid = (size // patch, size // patch)
-    trainable = 0 if args.get("freeze", True) else total
+    trainable = total if args.get("trainable", "frozen") == "full" else 0
     return total, trainable, trunk.embed_dim, grid, source
 
 
@@ -193,7 +194,8 @@ def _beats_count(args: dict[str, Any]) -> tuple[int, int, int, str]:
     with torch.device("meta"):
         encoder = BEATsEncoder({**cfg, "finetuned_model": False})
     total = _count(encoder.parameters())
-    return total, 0 if args.get("freeze", True) else total, encoder.output_dim, source
+    trainable = total if args.get("trainable", "frozen") == "full" else 0
+    return total, trainable, encoder.output_dim, source
 
 
 def count_parameters(model_config: dict[str, Any]) -> list[ComponentCount]:
@@ -219,11 +221,14 @@ def count_parameters(model_config: dict[str, Any]) -> list[ComponentCount]:
         rows.append(ComponentCount("vision_tower", "multimood.models.VisionTower", total, trainable, source))
         with torch.device("meta"):
             stc = STCConnector(c, d, **(args_of("video_connector") or {}))
-        n = _count(stc.parameters())
         tokens = stc.num_tokens(16, grid)
         rows.append(
             ComponentCount(
-                "video_connector", "multimood.models.STCConnector", n, n, f"{tokens} tokens for 16 frames"
+                "video_connector",
+                "multimood.models.STCConnector",
+                _count(stc.parameters()),
+                _count(p for p in stc.parameters() if p.requires_grad),
+                f"{tokens} tokens for 16 frames",
             )
         )
 
@@ -233,8 +238,15 @@ def count_parameters(model_config: dict[str, Any]) -> list[ComponentCount]:
         rows.append(ComponentCount("audio_tower", "multimood.models.AudioTower", total, trainable, source))
         with torch.device("meta"):
             proj = AudioProjector(c, d, **(args_of("audio_projector") or {}))
-        n = _count(proj.parameters())
-        rows.append(ComponentCount("audio_projector", "multimood.models.AudioProjector", n, n, proj.kind))
+        rows.append(
+            ComponentCount(
+                "audio_projector",
+                "multimood.models.AudioProjector",
+                _count(proj.parameters()),
+                _count(p for p in proj.parameters() if p.requires_grad),
+                proj.kind,
+            )
+        )
 
     history_args = args_of("history_compressor")
     if history_args is not None:
@@ -250,19 +262,20 @@ def count_parameters(model_config: dict[str, Any]) -> list[ComponentCount]:
             backbone_config = MambaConfig.from_pretrained(local)
             source = f"{local}/config.json"
         counts = MambaHistoryCompressor.paper_config_on_meta(
-            d, projector=projector, lora_r=lora_r, backbone_config=backbone_config
+            d,
+            projector=projector,
+            lora_r=lora_r,
+            backbone_config=backbone_config,
+            backbone_trainable=history_args.get("backbone_trainable", "full"),
+            projector_trainable=history_args.get("projector_trainable", "full"),
         ).parameter_counts()
-        total = counts["backbone"] + counts["lora"] + counts["projector"] + counts["mem_embedding"]
-        trainable = (
-            counts["lora"]
-            if lora_r
-            else (0 if history_args.get("freeze_backbone", False) else counts["backbone"])
-        )
-        if not history_args.get("freeze_projector", False):
-            trainable += counts["projector"] + counts["mem_embedding"]
         rows.append(
             ComponentCount(
-                "history_compressor", "multimood.models.MambaHistoryCompressor", total, trainable, source
+                "history_compressor",
+                "multimood.models.MambaHistoryCompressor",
+                counts["total"],
+                counts["trainable"],
+                source,
             )
         )
     return rows

@@ -9,6 +9,13 @@ from torch import nn
 
 from multimood.hub import resolve
 from multimood.models.beats import BEATsEncoder
+from multimood.models.trainable import (
+    TOWER_MODES,
+    TOWER_NO_LORA,
+    Trainable,
+    check_trainable,
+    set_requires_grad,
+)
 
 DTypeName = Literal["float32", "bfloat16", "float16"]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -21,8 +28,9 @@ class AudioTower(nn.Module):
         checkpoint: An official BEATs checkpoint (``.pt`` file, or a folder holding one; the paper
             uses ``BEATs_iter3_plus_AS2M``), or ``tiny:beats``. A fine-tuned checkpoint's AudioSet
             head is checked and dropped: only features are used.
-        freeze: Keep the weights fixed (paper: both encoders frozen). A frozen tower also stays in
-            eval mode when its parent trains, because released BEATs configs carry layer drop.
+        trainable: ``frozen`` (paper: both encoders frozen) or ``full``. A frozen tower also stays
+            in eval mode when its parent trains, because released BEATs configs carry layer drop;
+            ``lora`` is refused (see :mod:`multimood.models.trainable`).
         padding_rule: How padded fbank frames mask tokens: ``exact`` (a token is padding if any of
             its frames is) or ``official`` (the reference implementation's chunking).
         dtype: Dtype of every BEATs weight (the released checkpoints are float32). Fbanks are cast
@@ -34,7 +42,7 @@ class AudioTower(nn.Module):
     def __init__(
         self,
         checkpoint: str,
-        freeze: bool = True,
+        trainable: Trainable = "frozen",
         padding_rule: Literal["exact", "official"] = "exact",
         dtype: DTypeName = "float32",
     ) -> None:
@@ -42,12 +50,12 @@ class AudioTower(nn.Module):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         self.checkpoint = checkpoint
-        self.freeze = freeze
+        self.trainable = check_trainable("AudioTower", trainable, allowed=TOWER_MODES, why=TOWER_NO_LORA)
         self.encoder = BEATsEncoder.from_checkpoint(
             resolve(checkpoint), padding_rule=padding_rule, drop_predictor=True
         ).to(_DTYPES[dtype])
-        if freeze:
-            self.encoder.requires_grad_(False)
+        set_requires_grad(self.encoder, self.trainable)
+        if self.trainable == "frozen":
             self.encoder.eval()
 
     @property
@@ -56,7 +64,7 @@ class AudioTower(nn.Module):
 
     def train(self, mode: bool = True) -> AudioTower:
         super().train(mode)
-        if self.freeze:
+        if self.trainable == "frozen":
             self.encoder.eval()
         return self
 
@@ -65,6 +73,6 @@ class AudioTower(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """fbank (B, F, 128), padding (B, F) True=pad -> features (B, N, D) in the fbank's dtype,
         padding (B, N)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable != "frozen"):
             features, padding = self.encoder.forward_fbank(fbank, padding_mask)
         return features.to(fbank.dtype), padding

@@ -24,6 +24,13 @@ from torch import nn
 
 from multimood.data.history import DEFAULT_HISTORY_TOKENIZER, HistoryIds, HistoryTokenizer
 from multimood.models.modes import eval_frozen_parts
+from multimood.models.trainable import (
+    PROJECTOR_MODES,
+    PROJECTOR_NO_LORA,
+    Trainable,
+    check_trainable,
+    set_requires_grad,
+)
 
 # The paper's backbone (appendix B.2): the same name as the history tokenizer's default, because
 # Mamba must read its own tokenizer's ids.
@@ -145,18 +152,23 @@ class MambaHistoryCompressor(nn.Module):
         projector: memory projector P_H. ``linear`` (default) is what the authors' released code
             uses (one ``nn.Linear``; the paper only says "trainable memory projector");
             ``mlp2x_gelu`` is Linear-GELU-Linear.
-        freeze_backbone: freeze the backbone, including LoRA adapters when present (stage C/D, or a
-            projector-only stage A).
-        freeze_projector: freeze P_H and the learned ``<MEM>`` vector.
-        lora_r: LoRA rank on the backbone; 0 disables LoRA. Paper B.2: 64.
+        backbone_trainable: what trains in the Mamba backbone (:mod:`multimood.models.trainable`):
+            ``full`` (every backbone weight; needs ``lora_r=0``), ``lora`` (paper stage A: the base
+            frozen, LoRA adapters of rank ``lora_r`` train) or ``frozen`` (stages C/D). A ``frozen``
+            backbone with ``lora_r > 0`` keeps (frozen) adapters, so the weights of a stage A run
+            with adapters load into it; with ``lora_r=0`` it has none.
+        projector_trainable: P_H and the learned ``<MEM>`` vector together: ``full`` (stage A) or
+            ``frozen`` (stages C/D: "keeping [...] ConvCom frozen", paper B.2).
+        lora_r: rank of the LoRA adapters on the backbone; 0 means no adapters. Required (> 0) by
+            ``backbone_trainable="lora"``, refused by ``full``. Paper B.2: 64.
         lora_alpha: LoRA alpha. Paper B.2: 128.
         lora_dropout: LoRA dropout (not given in the paper).
         lora_target_modules: mixer linear layers that get adapters; ``None`` means ``in_proj`` and
             ``x_proj``, the ones the mixer calls as modules on every path (``dt_proj``,
             ``out_proj``, ``conv1d`` are refused, see ``_LORA_FORBIDDEN``).
         load_in_4bit: load the backbone's linear layers in NF4 with double quantisation
-            (bitsandbytes; paper B.2); ``dt_proj`` stays in full precision. Needs LoRA or
-            ``freeze_backbone``: 4-bit weights cannot be trained directly.
+            (bitsandbytes; paper B.2); ``dt_proj`` stays in full precision. Needs
+            ``backbone_trainable`` ``lora`` or ``frozen``: 4-bit weights cannot be trained directly.
         dtype: dtype of every unquantised compressor weight: ``float32``, ``bfloat16`` or
             ``float16``. The backbone (its 4-bit layers compute in it), LoRA adapters, P_H and the
             ``<MEM>`` vector share it, and memory embeddings come out in it. 4-bit weights stay
@@ -177,8 +189,8 @@ class MambaHistoryCompressor(nn.Module):
         backbone: str = PAPER_BACKBONE,
         tokenizer: str | None = None,
         projector: ProjectorType = "linear",
-        freeze_backbone: bool = False,
-        freeze_projector: bool = False,
+        backbone_trainable: Trainable = "full",
+        projector_trainable: Trainable = "full",
         lora_r: int = 0,
         lora_alpha: int = 128,
         lora_dropout: float = 0.05,
@@ -200,11 +212,11 @@ class MambaHistoryCompressor(nn.Module):
                 "states by low-precision weights and fails): use dtype=float32 (bf16 autocast still applies), "
                 "or the mamba_ssm/causal_conv1d CUDA kernels, or use_mambapy=False for the slow sequential scan"
             )
-        if lora_r < 0:
-            raise ValueError(f"lora_r must be >= 0 (0 disables LoRA), got {lora_r}")
-        if load_in_4bit and lora_r == 0 and not freeze_backbone:
+        self._check_trainable(backbone_trainable, projector_trainable, lora_r)
+        if load_in_4bit and backbone_trainable == "full":
             raise ValueError(
-                "load_in_4bit=True needs lora_r > 0 or freeze_backbone=True: 4-bit weights cannot be trained"
+                "MambaHistoryCompressor: load_in_4bit=True cannot take backbone_trainable='full': 4-bit "
+                "weights cannot be trained; use backbone_trainable='lora' (with lora_r > 0) or 'frozen'"
             )
         targets = list(DEFAULT_LORA_TARGETS if lora_target_modules is None else lora_target_modules)
         if lora_r > 0:
@@ -237,7 +249,7 @@ class MambaHistoryCompressor(nn.Module):
                 base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self._freeze(freeze_backbone=freeze_backbone, freeze_projector=freeze_projector)
+        self._set_trainable(backbone_trainable, projector_trainable)
 
     # ---- construction --------------------------------------------------------------------------
 
@@ -294,12 +306,39 @@ class MambaHistoryCompressor(nn.Module):
             self.backbone = get_peft_model(self.backbone, config)
         self._avoid_fused_kernel = True
 
-    def _freeze(self, freeze_backbone: bool, freeze_projector: bool) -> None:
-        if freeze_backbone:
-            self.backbone.requires_grad_(False)
-        if freeze_projector:
-            self.projector.requires_grad_(False)
-            self.mem_embedding.requires_grad_(False)
+    @staticmethod
+    def _check_trainable(backbone_trainable: str, projector_trainable: str, lora_r: int) -> None:
+        name = "MambaHistoryCompressor"
+        check_trainable(name, backbone_trainable, option="backbone_trainable")
+        check_trainable(
+            name,
+            projector_trainable,
+            allowed=PROJECTOR_MODES,
+            option="projector_trainable",
+            why=PROJECTOR_NO_LORA,
+        )
+        if lora_r < 0:
+            raise ValueError(f"{name}: lora_r must be >= 0 (0 means no adapters), got {lora_r}")
+        if backbone_trainable == "lora" and lora_r == 0:
+            raise ValueError(f"{name}: backbone_trainable='lora' needs lora_r > 0 (paper B.2: 64)")
+        if backbone_trainable == "full" and lora_r > 0:
+            raise ValueError(
+                f"{name}: backbone_trainable='full' trains the backbone weights themselves, but lora_r={lora_r} "
+                "adds adapters; use backbone_trainable='lora' to train adapters, or lora_r=0"
+            )
+
+    def _set_trainable(self, backbone_trainable: Trainable, projector_trainable: Trainable) -> None:
+        """Apply the modes; peft has already frozen the base under adapters."""
+        self.backbone_trainable = backbone_trainable
+        self.projector_trainable = projector_trainable
+        if backbone_trainable == "frozen":
+            set_requires_grad(self.backbone, "frozen")
+        elif backbone_trainable == "full":
+            set_requires_grad(self.backbone, "full")
+        # The <MEM> vector is an input embedding the projector's training learns with (it stands in
+        # for a new vocabulary row), so it follows P_H, whatever the backbone does.
+        set_requires_grad(self.projector, projector_trainable)
+        self.mem_embedding.requires_grad_(projector_trainable == "full")
 
     @property
     def base_backbone(self) -> nn.Module:
@@ -318,13 +357,17 @@ class MambaHistoryCompressor(nn.Module):
         projector: ProjectorType = "linear",
         lora_r: int = 0,
         backbone_config: Any = None,
+        backbone_trainable: Trainable = "full",
+        projector_trainable: Trainable = "full",
     ) -> MambaHistoryCompressor:
         """The paper's compressor (Mamba-370M + P_H) on the ``meta`` device: shapes, no weights, no download.
 
         For parameter counts and memory planning (:meth:`parameter_counts`). ``lora_r > 0`` adds the
         paper's adapters (alpha 2r) on the default targets. ``backbone_config`` (a ``MambaConfig``)
-        replaces Mamba-370M's, e.g. one read from a local folder. Not runnable; no tokenizer is attached.
+        replaces Mamba-370M's, e.g. one read from a local folder. The training modes mean what they
+        mean in the constructor, and are checked the same way. Not runnable; no tokenizer is attached.
         """
+        cls._check_trainable(backbone_trainable, projector_trainable, lora_r)
         from transformers import MambaModel
 
         config = backbone_config if backbone_config is not None else paper_backbone_config()
@@ -339,6 +382,7 @@ class MambaHistoryCompressor(nn.Module):
         obj._assemble(model, llm_hidden_size=llm_hidden_size, projector=projector, mem_token_id=mem_token_id)
         if lora_r > 0:
             obj._add_lora(r=lora_r, alpha=2 * lora_r, dropout=0.0, targets=list(DEFAULT_LORA_TARGETS))
+        obj._set_trainable(backbone_trainable, projector_trainable)
         return obj
 
     def parameter_counts(self) -> dict[str, int]:

@@ -28,6 +28,7 @@ from torch import nn
 from multimood.constants import PLACEHOLDER_TOKENS
 from multimood.hub import resolve
 from multimood.models.modes import evaluating
+from multimood.models.trainable import Trainable, check_trainable, set_requires_grad
 from multimood.tokenization import load_llm_tokenizer
 
 DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
@@ -84,15 +85,16 @@ class LanguageModel(nn.Module):
 
     Which settings are refused (``ValueError`` before any weight loads):
 
-    - ``load_in_4bit`` with ``freeze_base=False``: 4-bit weights cannot be trained, and the base
-      would silently stay frozen. A frozen 4-bit base *without* LoRA is allowed: projector
+    - ``load_in_4bit`` with ``trainable="full"``: 4-bit weights cannot be trained, and the base
+      would silently stay frozen. A ``frozen`` 4-bit base (no adapters) is allowed: projector
       alignment (stage B) and inference train nothing in the LLM, yet need its gradients to flow.
+    - ``trainable="lora"`` with ``lora_r < 1``.
     - ``load_in_4bit`` with ``bnb_4bit_compute_dtype`` different from ``dtype`` (e.g. float32
       compute with bfloat16 weights): the 4-bit layers would return float32 into a bfloat16 model,
       a float32 residual stream at twice the activation memory. Leave it unset to follow ``dtype``.
 
-    4-bit options given without ``load_in_4bit``, and ``lora_dtype`` without ``lora``, have no
-    effect and give a warning.
+    4-bit options given without ``load_in_4bit``, and ``lora_dtype`` without ``trainable="lora"``,
+    have no effect and give a warning.
 
     Args:
         name_or_path: Hub id, local folder or built-in name (``tiny:qwen2``) of the LM.
@@ -107,14 +109,18 @@ class LanguageModel(nn.Module):
             whole model without ``load_in_4bit``). ``auto`` takes the dtype the checkpoint's config
             names (float32 when it names none). Paper: bfloat16 on GPUs.
         load_in_4bit: Load the base weights as 4-bit (bitsandbytes), the QLoRA base. Needs
-            ``freeze_base``.
+            ``trainable`` ``lora`` or ``frozen``.
         bnb_4bit_quant_type: ``nf4`` (paper) or ``fp4``.
         bnb_4bit_use_double_quant: Quantise the quantisation constants too (paper: on).
         bnb_4bit_compute_dtype: Dtype of the 4-bit matmuls; must equal ``dtype`` (default: it).
         bnb_4bit_quant_storage: Dtype the packed 4-bit weights are stored in (default: the compute
             dtype, as VideoLLaMA2). FSDP needs it equal to ``dtype`` to shard the 4-bit base;
             ``uint8`` is bitsandbytes' own default. The stored bits, hence the outputs, are the same.
-        lora: Add LoRA adapters (peft). With ``freeze_base`` only they train.
+        trainable: What trains (:mod:`multimood.models.trainable`). ``lora`` (paper stage C,
+            QLoRA): the base weights are frozen and LoRA adapters (peft), configured by the
+            ``lora_*`` options, train. ``full``: every weight trains, no adapters (not with
+            ``load_in_4bit``). ``frozen``: nothing trains and no adapters are added (projector
+            alignment, stage B); gradients still flow through the LM to the parts before it.
         lora_r: LoRA rank (paper: 128).
         lora_alpha: LoRA alpha (paper: 256).
         lora_dropout: Dropout on the LoRA path.
@@ -124,8 +130,6 @@ class LanguageModel(nn.Module):
             to bf16). ``float32`` keeps full-precision adapters inside a bf16 model (peft casts
             their input and output), for optimizers without float32 master weights: see
             docs/design/precision.md.
-        freeze_base: Freeze the base weights (the usual QLoRA setting). Without LoRA and with
-            ``freeze_base=False`` the whole LM trains.
         gradient_checkpointing: Recompute activations in the backward pass (non-reentrant, so
             LoRA layers receive gradients even when the inputs do not require them).
         attn_implementation: Passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``).
@@ -143,13 +147,12 @@ class LanguageModel(nn.Module):
         bnb_4bit_use_double_quant: bool = True,
         bnb_4bit_compute_dtype: FloatDType | None = None,
         bnb_4bit_quant_storage: QuantStorage | None = None,
-        lora: bool = False,
+        trainable: Trainable = "lora",
         lora_r: int = 128,
         lora_alpha: int = 256,
         lora_dropout: float = 0.05,
         lora_target_modules: str | list[str] = "all-linear",
         lora_dtype: FloatDType | None = None,
-        freeze_base: bool = True,
         gradient_checkpointing: bool = False,
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
@@ -167,12 +170,15 @@ class LanguageModel(nn.Module):
             raise ValueError(
                 f"unknown bnb_4bit_quant_storage {bnb_4bit_quant_storage!r}; use uint8, float32, bfloat16 or float16"
             )
-        if load_in_4bit and not freeze_base:
+        check_trainable("LanguageModel", trainable)
+        if load_in_4bit and trainable == "full":
             raise ValueError(
-                "load_in_4bit=True needs freeze_base=True: 4-bit weights cannot be trained (the base would "
-                "silently stay frozen); add LoRA adapters (lora=True) to train the LLM, or load it unquantised "
-                "to train it whole"
+                "LanguageModel: load_in_4bit=True cannot take trainable='full': 4-bit weights cannot be trained "
+                "(the base would silently stay frozen); use trainable='lora' (QLoRA) to train the LLM, or load "
+                "it unquantised to train it whole"
             )
+        if trainable == "lora" and lora_r < 1:
+            raise ValueError(f"LanguageModel: trainable='lora' needs lora_r >= 1, got {lora_r}")
         if not load_in_4bit:
             unused = [
                 name
@@ -184,8 +190,12 @@ class LanguageModel(nn.Module):
             ]
             if unused:
                 warnings.warn(f"{', '.join(unused)} ignored: load_in_4bit is off", UserWarning, stacklevel=2)
-        if lora_dtype is not None and not lora:
-            warnings.warn("lora_dtype ignored: lora is off", UserWarning, stacklevel=2)
+        if lora_dtype is not None and trainable != "lora":
+            warnings.warn(
+                f"lora_dtype ignored: trainable={trainable!r} adds no LoRA adapters",
+                UserWarning,
+                stacklevel=2,
+            )
 
         self.name_or_path = name_or_path
         path = resolve(name_or_path)
@@ -225,12 +235,12 @@ class LanguageModel(nn.Module):
         if len(self.tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
 
-        if freeze_base:
-            model.requires_grad_(False)
+        # The base trains only in "full"; under "lora" peft adds trainable adapters below.
+        set_requires_grad(model, "full" if trainable == "full" else "frozen")
         if gradient_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
-        if lora:
+        if trainable == "lora":
             from peft import LoraConfig, get_peft_model
 
             model = get_peft_model(
@@ -247,7 +257,8 @@ class LanguageModel(nn.Module):
             )
         self.model = model
         self.is_quantized = load_in_4bit
-        self.has_lora = lora
+        self.trainable = trainable
+        self.has_lora = trainable == "lora"
         self.weights_dtype = weights_dtype
         self.lora_dtype = _dtype(lora_dtype) if lora_dtype else weights_dtype
         self._cast_unquantized()

@@ -29,7 +29,9 @@ sizes once the LLM and encoders exist:
     audio_projector(audio_feature_size, llm_hidden_size)
     history_compressor(llm_hidden_size)
 
-A ready-made ``nn.Module`` is accepted too. What each part must provide is declared in
+A ready-made ``nn.Module`` is accepted too. What trains is each component's own constructor argument
+(``trainable``: ``frozen``, ``lora`` or ``full``, see :mod:`multimood.models.trainable`);
+:meth:`MultiMoodModel.trainable_table` lists the result. What each part must provide is declared in
 :mod:`multimood.models.contracts` and checked here at construction.
 """
 
@@ -47,6 +49,7 @@ from multimood.data.fbank import BEATS_MEL_BINS
 from multimood.models.contracts import check_component, has_trainable_parameters, image_size_of
 from multimood.models.llm import LanguageModel
 from multimood.models.modes import eval_frozen_parts, evaluating
+from multimood.models.trainable import trainable_table
 
 # A factory receives the sizes it needs as leading positional arguments.
 SizedFactory = Callable[[int, int], nn.Module]  # (input width, LLM width) -> module
@@ -189,6 +192,11 @@ class MultiMoodModel(nn.Module):
     @property
     def tokenizer(self) -> Any:
         return self.llm.tokenizer
+
+    def trainable_table(self) -> dict[str, dict[str, Any]]:
+        """Per part: the training modes it was built with and its trainable / total parameter counts
+        (:func:`multimood.models.trainable.trainable_table`)."""
+        return trainable_table(self)
 
     # ------------------------------------------------------------------ encoders
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:

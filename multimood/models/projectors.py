@@ -12,6 +12,14 @@ from typing import Literal
 
 from torch import nn
 
+from multimood.models.trainable import (
+    PROJECTOR_MODES,
+    PROJECTOR_NO_LORA,
+    Trainable,
+    check_trainable,
+    set_requires_grad,
+)
+
 ProjectorKind = Literal["linear", "mlp2x_gelu"]
 
 
@@ -31,12 +39,21 @@ class AudioProjector(nn.Module):
         in_dim: Audio feature width (768 for BEATs); the fused model passes the audio tower's.
         out_dim: LLM hidden size; the fused model passes the LLM's.
         kind: ``linear`` (paper eq. 4, the default) or ``mlp2x_gelu`` (VideoLLaMA2.1-AV's layout).
+        trainable: ``full`` (trained in projector alignment) or ``frozen`` (kept in SFT, paper
+            B.2); a frozen projector also runs in eval mode inside a training model. See
+            :mod:`multimood.models.trainable`.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, kind: ProjectorKind = "linear") -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, kind: ProjectorKind = "linear", trainable: Trainable = "full"
+    ) -> None:
         super().__init__()
+        self.trainable = check_trainable(
+            "AudioProjector", trainable, allowed=PROJECTOR_MODES, why=PROJECTOR_NO_LORA
+        )
         self.kind = kind
         self.proj = build_projector(kind, in_dim, out_dim)
+        set_requires_grad(self, self.trainable)
 
     def forward(self, features):
         return self.proj(features)

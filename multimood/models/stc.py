@@ -36,6 +36,14 @@ from timm.layers import LayerNorm2d
 from timm.models.regnet import RegStage
 from torch import nn
 
+from multimood.models.trainable import (
+    PROJECTOR_MODES,
+    PROJECTOR_NO_LORA,
+    Trainable,
+    check_trainable,
+    set_requires_grad,
+)
+
 OddFrames = Literal["repeat_last", "drop_last", "error"]
 
 _VIDEOLLAMA2_PREFIX = "mm_projector."
@@ -70,6 +78,9 @@ class STCConnector(nn.Module):
         odd_frames: What to do when the temporal stride does not divide the number of frames:
             ``repeat_last`` (pad by repeating the last frame), ``drop_last`` (VideoLLaMA2's
             Conv3d behaviour) or ``error``. See the module docstring.
+        trainable: ``full`` (trained in projector alignment, stage B) or ``frozen`` ("keeping the
+            pre-trained audio-visual projectors [...] frozen" in SFT); a frozen connector also runs in
+            eval mode inside a training model. See :mod:`multimood.models.trainable`.
     """
 
     def __init__(
@@ -81,8 +92,12 @@ class STCConnector(nn.Module):
         mlp_depth: int = 2,
         downsample: tuple[int, int, int] = (2, 2, 2),
         odd_frames: OddFrames = "repeat_last",
+        trainable: Trainable = "full",
     ) -> None:
         super().__init__()
+        self.trainable = check_trainable(
+            "STCConnector", trainable, allowed=PROJECTOR_MODES, why=PROJECTOR_NO_LORA
+        )
         if odd_frames not in ("repeat_last", "drop_last", "error"):
             raise ValueError(f"odd_frames must be 'repeat_last', 'drop_last' or 'error', got {odd_frames!r}")
         if mlp_depth < 1:
@@ -114,6 +129,7 @@ class STCConnector(nn.Module):
         for _ in range(1, mlp_depth):
             readout += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         self.readout = nn.Sequential(*readout)
+        set_requires_grad(self, self.trainable)
 
     @property
     def min_frames(self) -> int:

@@ -33,6 +33,13 @@ import torch
 from torch import nn
 
 from multimood.hub import register_folder_architectures, resolve
+from multimood.models.trainable import (
+    TOWER_MODES,
+    TOWER_NO_LORA,
+    Trainable,
+    check_trainable,
+    set_requires_grad,
+)
 
 Backend = Literal["open_clip", "transformers"]
 DTypeName = Literal["float32", "bfloat16", "float16"]
@@ -87,8 +94,10 @@ class VisionTower(nn.Module):
         select_layer: Which block's output to return: ``-2`` = second-to-last (paper, VideoLLaMA2),
             ``-1`` = last, ``k > 0`` = block ``k`` counted from 1. Features are taken before any
             final norm.
-        freeze: Keep the encoder frozen: no gradients, always in eval mode (even when the parent
-            module is put in training mode), forward under ``torch.no_grad``.
+        trainable: ``frozen`` (paper: "Both visual and audio encoders remain frozen"): no
+            gradients, always in eval mode (even when the parent module is put in training mode),
+            forward under ``torch.no_grad``. ``full``: every encoder weight trains. ``lora`` is
+            refused (see :mod:`multimood.models.trainable`).
         pretrained: Only for built-in open_clip names (e.g. ``ViT-B-16-SigLIP``): an open_clip
             pretrained tag (``webli``) or a checkpoint file. Hub ids and folders carry their own
             weights and must leave it unset.
@@ -108,7 +117,7 @@ class VisionTower(nn.Module):
         model_name: str = "hf-hub:timm/ViT-SO400M-14-SigLIP-384",
         backend: Backend = "open_clip",
         select_layer: int = -2,
-        freeze: bool = True,
+        trainable: Trainable = "frozen",
         pretrained: str | None = None,
         dtype: DTypeName = "float32",
     ) -> None:
@@ -118,7 +127,7 @@ class VisionTower(nn.Module):
         self.model_name = model_name
         self.backend = backend
         self.select_layer = select_layer
-        self.freeze = freeze
+        self.trainable = check_trainable("VisionTower", trainable, allowed=TOWER_MODES, why=TOWER_NO_LORA)
         if backend == "open_clip":
             self._load_open_clip(model_name, pretrained)
         elif backend == "transformers":
@@ -130,8 +139,8 @@ class VisionTower(nn.Module):
         else:
             raise ValueError(f"backend must be 'open_clip' or 'transformers', got {backend!r}")
         self.model.to(_DTYPES[dtype])  # after pruning: the dropped blocks and heads are never cast
-        if freeze:
-            self.model.requires_grad_(False)
+        set_requires_grad(self.model, self.trainable)
+        if self.trainable == "frozen":
             self.model.eval()
 
     # -- public geometry --------------------------------------------------------------------------
@@ -278,7 +287,7 @@ class VisionTower(nn.Module):
     def train(self, mode: bool = True) -> VisionTower:
         """Set training mode; a frozen encoder stays in eval mode (no dropout, fixed statistics)."""
         super().train(mode)
-        if self.freeze:
+        if self.trainable == "frozen":
             self.model.eval()
         return self
 
@@ -301,7 +310,7 @@ class VisionTower(nn.Module):
             )
         param = next(self.model.parameters())
         frames = pixels.flatten(0, 1).to(device=param.device, dtype=param.dtype)  # (B*T, 3, H, W)
-        grad_mode = torch.no_grad() if self.freeze else contextlib.nullcontext()
+        grad_mode = torch.no_grad() if self.trainable == "frozen" else contextlib.nullcontext()
         with grad_mode:
             tokens = self._encode(frames)  # (B*T, N, C)
         return tokens.reshape(b, t, *tokens.shape[1:]).to(pixels.dtype)

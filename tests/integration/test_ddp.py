@@ -38,13 +38,13 @@ def build_model() -> MultiMoodModel:
     """The parts of configs/model/tiny.yaml, with LoRA on the compressor too (trainable backbone path)."""
     torch.manual_seed(0)
     return MultiMoodModel(
-        llm=LanguageModel("tiny:qwen2", lora=True, lora_r=4, lora_alpha=8),
+        llm=LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8),
         vision_tower=VisionTower("tiny:siglip"),
         video_connector=functools.partial(STCConnector, depth=1),
         audio_tower=AudioTower("tiny:beats"),
         audio_projector=AudioProjector,
         history_compressor=functools.partial(
-            MambaHistoryCompressor, backbone="tiny:mamba", lora_r=4, lora_alpha=8
+            MambaHistoryCompressor, backbone="tiny:mamba", backbone_trainable="lora", lora_r=4, lora_alpha=8
         ),
     )
 

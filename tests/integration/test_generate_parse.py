@@ -41,7 +41,10 @@ def _model(llm: LanguageModel) -> MultiMoodModel:
         audio_tower=AudioTower("tiny:beats"),
         audio_projector=functools.partial(AudioProjector, kind="linear"),
         history_compressor=functools.partial(
-            MambaHistoryCompressor, backbone="tiny:mamba", freeze_backbone=True, freeze_projector=True
+            MambaHistoryCompressor,
+            backbone="tiny:mamba",
+            backbone_trainable="frozen",
+            projector_trainable="frozen",
         ),
     )
 
@@ -60,7 +63,7 @@ def _media(model: MultiMoodModel) -> dict[str, torch.Tensor]:
 
 def test_generated_answers_parse_into_the_four_tasks() -> None:
     torch.manual_seed(0)
-    model = _model(LanguageModel("tiny:qwen2", freeze_base=False))
+    model = _model(LanguageModel("tiny:qwen2", trainable="full"))
     encoder = ChatEncoder(model.tokenizer)
     answer = format_answer("sadness", "neutral", "Restatement", "You feel alone.")
     item = encoder.encode(build_mesc_prompt("Nobody calls me anymore."), answer)
@@ -107,7 +110,7 @@ def test_generated_answers_parse_into_the_four_tasks() -> None:
 def checkpointed_model() -> MultiMoodModel:
     torch.manual_seed(0)
     llm = LanguageModel(
-        "tiny:qwen2", lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.3, gradient_checkpointing=True
+        "tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8, lora_dropout=0.3, gradient_checkpointing=True
     )
     # Trained adapters: with lora_B at its zero start, LoRA dropout would have nothing to drop.
     for name, p in llm.named_parameters():

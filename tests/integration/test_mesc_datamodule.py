@@ -268,7 +268,7 @@ def test_generation_reads_the_prompt_of_a_training_batch(synthetic_mesc: Path) -
     dm = MESCDataModule(str(synthetic_mesc), tokenizer="tiny:qwen2", history_mode="text", batch_size=2)
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
-    model = MultiMoodModel(LanguageModel("tiny:qwen2")).eval()
+    model = MultiMoodModel(LanguageModel("tiny:qwen2", trainable="frozen")).eval()
     seen = {}
     real_prepare = model.prepare_inputs
 

@@ -33,13 +33,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _build_model() -> MultiMoodModel:
     torch.manual_seed(0)
     return MultiMoodModel(
-        llm=LanguageModel("tiny:qwen2", load_in_4bit=True, lora=True, lora_r=4, lora_alpha=8),
+        llm=LanguageModel("tiny:qwen2", load_in_4bit=True, trainable="lora", lora_r=4, lora_alpha=8),
         vision_tower=VisionTower("tiny:siglip"),
         video_connector=functools.partial(STCConnector, depth=1),
         audio_tower=AudioTower("tiny:beats"),
         audio_projector=functools.partial(AudioProjector, kind="linear"),
         history_compressor=functools.partial(
-            MambaHistoryCompressor, backbone="tiny:mamba", freeze_backbone=True
+            MambaHistoryCompressor, backbone="tiny:mamba", backbone_trainable="frozen"
         ),
     )
 

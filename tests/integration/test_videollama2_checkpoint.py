@@ -103,7 +103,9 @@ VISION_TOWER_KEY = "model.vision_tower.vision_tower.vision_model.embeddings.patc
 
 def _model(llm_path: str, audio_kind: str = "mlp2x_gelu", **llm_kwargs) -> MultiMoodModel:
     return MultiMoodModel(
-        llm=LanguageModel(llm_path, model_class="transformers.Qwen2ForCausalLM", **llm_kwargs),
+        llm=LanguageModel(
+            llm_path, model_class="transformers.Qwen2ForCausalLM", **{"trainable": "frozen", **llm_kwargs}
+        ),
         vision_tower=VisionTower("tiny:siglip"),
         video_connector=functools.partial(STCConnector, depth=STC_DEPTH),
         audio_tower=AudioTower("tiny:beats"),
@@ -198,7 +200,7 @@ def test_every_part_lands_where_it_belongs_in_its_own_dtype_and_device(videollam
 def test_a_bf16_model_stays_bf16(videollama2_folder) -> None:
     folder, parts = videollama2_folder
     model = MultiMoodModel(
-        llm=LanguageModel(str(folder), model_class="transformers.Qwen2ForCausalLM"),
+        llm=LanguageModel(str(folder), model_class="transformers.Qwen2ForCausalLM", trainable="frozen"),
         audio_tower=AudioTower("tiny:beats", dtype="bfloat16"),
         audio_projector=functools.partial(AudioProjector, kind="mlp2x_gelu"),
     ).to(torch.bfloat16)
@@ -247,7 +249,7 @@ def test_unknown_keys_and_missing_folders_fail(videollama2_folder, tmp_path: Pat
 
 def test_the_llm_loads_4bit_with_lora_from_the_same_folder(videollama2_folder) -> None:
     folder, _ = videollama2_folder
-    model = _model(str(folder), load_in_4bit=True, lora=True, lora_r=4, lora_alpha=8)
+    model = _model(str(folder), load_in_4bit=True, trainable="lora", lora_r=4, lora_alpha=8)
     report = load_videollama2_av(model, str(folder))
     assert report.loaded["video_connector"] > 0
     assert any("lora_" in n for n, _ in model.named_parameters())

@@ -181,7 +181,7 @@ def _has_grad(p: torch.nn.Parameter) -> bool:
 
 def test_frozen_backbone_gets_no_gradients_while_projector_and_mem_do() -> None:
     model = MambaHistoryCompressor(
-        backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, freeze_backbone=True
+        backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, backbone_trainable="frozen"
     ).train()
     _backward(model)
     assert all(p.grad is None for p in model.backbone.parameters())
@@ -191,9 +191,9 @@ def test_frozen_backbone_gets_no_gradients_while_projector_and_mem_do() -> None:
     assert counts["trainable"] == counts["projector"] + counts["mem_embedding"]
 
 
-def test_full_training_reaches_the_backbone_and_freeze_projector_stops_p_h() -> None:
+def test_full_training_reaches_the_backbone_and_a_frozen_projector_stops_p_h() -> None:
     model = MambaHistoryCompressor(
-        backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, freeze_projector=True
+        backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, projector_trainable="frozen"
     ).train()
     _backward(model)
     mixer = model.base_backbone.layers[0].mixer
@@ -203,7 +203,12 @@ def test_full_training_reaches_the_backbone_and_freeze_projector_stops_p_h() -> 
 
 def test_lora_trains_adapters_only_and_keeps_mixers_off_the_fused_kernel() -> None:
     model = MambaHistoryCompressor(
-        backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, lora_r=4, lora_alpha=8, lora_dropout=0.1
+        backbone="tiny:mamba",
+        llm_hidden_size=LLM_HIDDEN,
+        backbone_trainable="lora",
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.1,
     ).train()
     _backward(model)
     mixer = model.base_backbone.layers[0].mixer
@@ -223,7 +228,12 @@ def test_4bit_nf4_with_lora_trains_on_cpu_and_base_stays_4bit() -> None:
     from bitsandbytes.nn import Params4bit
 
     model = MambaHistoryCompressor(
-        backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, load_in_4bit=True, lora_r=4, lora_alpha=8
+        backbone="tiny:mamba",
+        llm_hidden_size=LLM_HIDDEN,
+        load_in_4bit=True,
+        backbone_trainable="lora",
+        lora_r=4,
+        lora_alpha=8,
     ).train()
     mixer = model.base_backbone.layers[0].mixer
     lora_b = mixer.in_proj.lora_B["default"].weight
@@ -252,6 +262,7 @@ def test_bf16_4bit_lora_compressor_keeps_one_dtype_and_trains() -> None:
         backbone="tiny:mamba",
         llm_hidden_size=LLM_HIDDEN,
         load_in_4bit=True,
+        backbone_trainable="lora",
         lora_r=4,
         lora_alpha=8,
         dtype="bfloat16",
@@ -289,7 +300,11 @@ def test_bad_training_setups_are_refused() -> None:
         MambaHistoryCompressor(backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, load_in_4bit=True)
     with pytest.raises(ValueError, match="dt_proj"):
         MambaHistoryCompressor(
-            backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, lora_r=4, lora_target_modules=["dt_proj"]
+            backbone="tiny:mamba",
+            llm_hidden_size=LLM_HIDDEN,
+            backbone_trainable="lora",
+            lora_r=4,
+            lora_target_modules=["dt_proj"],
         )
     with pytest.raises(ValueError, match="dtype"):
         MambaHistoryCompressor(backbone="tiny:mamba", llm_hidden_size=LLM_HIDDEN, dtype="fp8")
@@ -361,6 +376,8 @@ def test_paper_configuration_builds_on_meta_with_370m_backbone() -> None:
 
     mlp = MambaHistoryCompressor.paper_config_on_meta(llm_hidden_size=3584, projector="mlp2x_gelu")
     assert mlp.parameter_counts()["projector"] == 1024 * 3584 + 3584 + 3584 * 3584 + 3584
-    lora = MambaHistoryCompressor.paper_config_on_meta(llm_hidden_size=3584, lora_r=64).parameter_counts()
+    lora = MambaHistoryCompressor.paper_config_on_meta(
+        llm_hidden_size=3584, lora_r=64, backbone_trainable="lora"
+    ).parameter_counts()
     assert lora["lora"] == 48 * 64 * ((1024 + 4096) + (2048 + 96)) == 22_315_008
     assert lora["trainable"] == lora["lora"] + lora["projector"] + lora["mem_embedding"]

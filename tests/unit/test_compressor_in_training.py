@@ -39,9 +39,12 @@ def _histories(model: MambaHistoryCompressor) -> tuple[torch.Tensor, torch.Tenso
 @pytest.mark.parametrize(
     ("frozen", "deterministic"),
     [
-        ({"freeze_backbone": True, "freeze_projector": True}, True),  # paper stage C: all of ConvCom frozen
-        ({"freeze_backbone": True}, True),  # backbone (and its adapters) frozen, P_H trains
-        ({}, False),  # adapters train: their dropout is wanted
+        (
+            {"backbone_trainable": "frozen", "projector_trainable": "frozen"},
+            True,
+        ),  # paper stage C: all of ConvCom frozen
+        ({"backbone_trainable": "frozen"}, True),  # backbone (and its adapters) frozen, P_H trains
+        ({"backbone_trainable": "lora"}, False),  # adapters train: their dropout is wanted
     ],
 )
 def test_a_frozen_backbone_with_lora_dropout_is_deterministic_in_train_mode(
@@ -62,7 +65,7 @@ def test_a_frozen_backbone_with_lora_dropout_is_deterministic_in_train_mode(
 
 
 def test_freezing_after_construction_counts_at_the_next_train_call() -> None:
-    model = _compressor(lora_r=4, lora_alpha=8, lora_dropout=0.5).train()
+    model = _compressor(backbone_trainable="lora", lora_r=4, lora_alpha=8, lora_dropout=0.5).train()
     lora_dropout = model.base_backbone.layers[0].mixer.in_proj.lora_dropout["default"]
     assert lora_dropout.training
     model.requires_grad_(False)
@@ -71,7 +74,7 @@ def test_freezing_after_construction_counts_at_the_next_train_call() -> None:
 
 
 def test_without_turns_every_trainable_parameter_gets_a_zero_gradient() -> None:
-    model = _compressor(lora_r=4, lora_alpha=8).train()
+    model = _compressor(backbone_trainable="lora", lora_r=4, lora_alpha=8).train()
     tok = model.history_tokenizer
     ids, mask = tok.collate([tok([]), tok([])])
     memory, valid = model(ids, mask)
@@ -89,7 +92,7 @@ def test_without_turns_every_trainable_parameter_gets_a_zero_gradient() -> None:
     with torch.no_grad():
         memory, _ = model(ids, mask)
     assert calls == [] and not memory.requires_grad  # nothing to take part in: nothing runs
-    frozen = _compressor(freeze_backbone=True, freeze_projector=True).train()
+    frozen = _compressor(backbone_trainable="frozen", projector_trainable="frozen").train()
     frozen.backbone.register_forward_hook(lambda *args: calls.append(1))
     assert not frozen(ids, mask)[0].requires_grad and calls == []
 

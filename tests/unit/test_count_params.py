@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from jsonargparse import ArgumentParser
 
 from multimood.count_params import count_parameters, main
@@ -20,11 +21,11 @@ def _rows(argv: list[str], tmp_path: Path) -> dict[str, dict]:
     return {r["component"]: r for r in json.loads(out.read_text())}
 
 
-def test_meta_counts_match_the_built_tiny_model(tmp_path: Path) -> None:
-    rows = _rows(["--model", str(CONFIGS / "tiny.yaml")], tmp_path)
+def _check_against_the_built_model(config: Path, tmp_path: Path) -> dict[str, dict]:
+    rows = _rows(["--model", str(config)], tmp_path)
     parser = ArgumentParser()
     parser.add_subclass_arguments(MultiMoodModel, "model")
-    model = parser.instantiate(parser.parse_args(["--model", str(CONFIGS / "tiny.yaml")])).model
+    model = parser.instantiate(parser.parse_args(["--model", str(config)])).model
 
     def count(module, trainable=False):
         return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
@@ -41,6 +42,35 @@ def test_meta_counts_match_the_built_tiny_model(tmp_path: Path) -> None:
     for name, module in parts.items():
         assert rows[name]["total"] == count(module), name
         assert rows[name]["trainable"] == count(module, trainable=True), name
+    return rows
+
+
+def test_meta_counts_match_the_built_tiny_model(tmp_path: Path) -> None:
+    _check_against_the_built_model(CONFIGS / "tiny.yaml", tmp_path)
+
+
+def test_meta_counts_follow_every_training_mode(tmp_path: Path) -> None:
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    modes = {
+        "llm": {"trainable": "full"},
+        "vision_tower": {"trainable": "full"},
+        "video_connector": {"trainable": "frozen"},
+        "audio_tower": {"trainable": "full"},
+        "audio_projector": {"trainable": "frozen"},
+        "history_compressor": {"backbone_trainable": "lora", "lora_r": 4, "projector_trainable": "frozen"},
+    }
+    for part, args in modes.items():
+        config["init_args"][part]["init_args"] = {
+            **(config["init_args"][part].get("init_args") or {}),
+            **args,
+        }
+    path = tmp_path / "modes.yaml"
+    path.write_text(yaml.safe_dump(config))
+    rows = _check_against_the_built_model(path, tmp_path)
+    assert rows["video_connector"]["trainable"] == rows["audio_projector"]["trainable"] == 0
+    assert rows["vision_tower"]["trainable"] == rows["vision_tower"]["total"] > 0
+    assert rows["llm"]["trainable"] == rows["llm"]["total"]
+    assert 0 < rows["history_compressor"]["trainable"] < rows["history_compressor"]["total"]
 
 
 def test_paper_configuration_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

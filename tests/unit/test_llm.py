@@ -29,7 +29,7 @@ def test_qlora_trains_lora_only_on_a_4bit_base() -> None:
     import bitsandbytes as bnb
 
     llm = LanguageModel(
-        "tiny:qwen2", load_in_4bit=True, lora=True, lora_r=4, lora_alpha=8, gradient_checkpointing=True
+        "tiny:qwen2", load_in_4bit=True, trainable="lora", lora_r=4, lora_alpha=8, gradient_checkpointing=True
     )
     linears = [m for m in llm.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert linears, "base linear layers should be 4-bit"
@@ -53,7 +53,7 @@ def test_qlora_trains_lora_only_on_a_4bit_base() -> None:
 
 
 def test_lora_defaults_follow_the_paper() -> None:
-    llm = LanguageModel("tiny:qwen2?hidden_size=256&intermediate_size=256", lora=True)
+    llm = LanguageModel("tiny:qwen2?hidden_size=256&intermediate_size=256", trainable="lora")
     config = llm.model.peft_config["default"]
     assert (config.r, config.lora_alpha) == (128, 256)
     adapted = {n.split(".")[-4] for n, _ in llm.named_parameters() if "lora_A" in n}
@@ -61,7 +61,7 @@ def test_lora_defaults_follow_the_paper() -> None:
 
 
 def test_full_finetuning_when_nothing_is_frozen() -> None:
-    llm = LanguageModel("tiny:qwen2", freeze_base=False)
+    llm = LanguageModel("tiny:qwen2", trainable="full")
     assert all(p.requires_grad for p in llm.parameters())
     _step(llm)
     assert all(p.grad is not None for n, p in llm.named_parameters() if "embed_tokens" in n)
@@ -80,7 +80,7 @@ def test_missing_placeholders_are_added_to_a_foreign_tokenizer(tmp_path: Path) -
         tmp_path
     )
 
-    llm = LanguageModel("tiny:qwen2", tokenizer=str(tmp_path))
+    llm = LanguageModel("tiny:qwen2", tokenizer=str(tmp_path), trainable="frozen")
     tok = llm.tokenizer
     for token in PLACEHOLDER_TOKENS:
         assert tok.convert_tokens_to_ids(token) == llm.placeholder_ids[token] != tok.unk_token_id
@@ -103,7 +103,7 @@ def _quantized(llm: LanguageModel) -> dict[str, torch.Tensor]:
 
 
 def test_bf16_qlora_keeps_every_unquantised_parameter_in_bf16_and_trains() -> None:
-    kwargs = {"dtype": "bfloat16", "load_in_4bit": True, "lora": True, "lora_r": 4, "lora_alpha": 8}
+    kwargs = {"dtype": "bfloat16", "load_in_4bit": True, "trainable": "lora", "lora_r": 4, "lora_alpha": 8}
     torch.manual_seed(0)
     llm = LanguageModel("tiny:qwen2", gradient_checkpointing=True, **kwargs)
     torch.manual_seed(0)
@@ -170,7 +170,7 @@ def test_bf16_qlora_keeps_every_unquantised_parameter_in_bf16_and_trains() -> No
 
 def test_float32_lora_inside_a_bf16_model() -> None:
     llm = LanguageModel(
-        "tiny:qwen2", dtype="bfloat16", lora=True, lora_r=4, lora_alpha=8, lora_dtype="float32"
+        "tiny:qwen2", dtype="bfloat16", trainable="lora", lora_r=4, lora_alpha=8, lora_dtype="float32"
     )
     dtypes = {n: p.dtype for n, p in llm.named_parameters()}
     assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
@@ -197,8 +197,8 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_precision_traps_are_refused_before_any_weight_loads(no_loading, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"load_in_4bit=True needs freeze_base=True"):
-        LanguageModel("tiny:qwen2", load_in_4bit=True, lora=True, freeze_base=False)
+    with pytest.raises(ValueError, match=r"load_in_4bit=True cannot take trainable='full'"):
+        LanguageModel("tiny:qwen2", load_in_4bit=True, trainable="full")
     with pytest.raises(ValueError, match=r"bnb_4bit_compute_dtype=float32 with dtype=bfloat16"):
         LanguageModel("tiny:qwen2", dtype="bfloat16", load_in_4bit=True, bnb_4bit_compute_dtype="float32")
     # dtype="auto" is resolved from the checkpoint's config before loading, and named in the error.
@@ -209,27 +209,32 @@ def test_precision_traps_are_refused_before_any_weight_loads(no_loading, tmp_pat
     with pytest.raises(ValueError, match="unknown bnb_4bit_quant_storage 'int4'"):
         LanguageModel("tiny:qwen2", load_in_4bit=True, bnb_4bit_quant_storage="int4")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown lora_dtype 'float8'"):
-        LanguageModel("tiny:qwen2", lora=True, lora_dtype="float8")  # type: ignore[arg-type]
+        LanguageModel("tiny:qwen2", trainable="lora", lora_dtype="float8")  # type: ignore[arg-type]
     # Allowed: a frozen 4-bit base without adapters (stage B, inference) gets as far as loading.
     with pytest.raises(_Loaded):
-        LanguageModel("tiny:qwen2", load_in_4bit=True)
+        LanguageModel("tiny:qwen2", load_in_4bit=True, trainable="frozen")
     # Options that cannot act warn, and loading goes on.
     with (
         pytest.warns(UserWarning, match="bnb_4bit_compute_dtype, bnb_4bit_quant_storage ignored"),
         pytest.raises(_Loaded),
     ):
         LanguageModel("tiny:qwen2", bnb_4bit_compute_dtype="bfloat16", bnb_4bit_quant_storage="bfloat16")
-    with pytest.warns(UserWarning, match="lora_dtype ignored: lora is off"), pytest.raises(_Loaded):
-        LanguageModel("tiny:qwen2", lora_dtype="float32")
+    with (
+        pytest.warns(UserWarning, match="lora_dtype ignored: trainable='frozen' adds no LoRA adapters"),
+        pytest.raises(_Loaded),
+    ):
+        LanguageModel("tiny:qwen2", trainable="frozen", lora_dtype="float32")
 
 
 def test_auto_dtype_is_the_one_the_checkpoint_config_names(tmp_path: Path) -> None:
     import shutil
 
-    assert LanguageModel("tiny:qwen2").weights_dtype == torch.float32  # its config.json says float32
+    assert (
+        LanguageModel("tiny:qwen2", trainable="frozen").weights_dtype == torch.float32
+    )  # its config.json says float32
     # Without a dtype transformers would load float32; "auto" must read the config's bfloat16.
     shutil.copytree(resolve("tiny:qwen2"), tmp_path, dirs_exist_ok=True)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16"}))
-    llm = LanguageModel(str(tmp_path))
+    llm = LanguageModel(str(tmp_path), trainable="frozen")
     assert llm.weights_dtype == torch.bfloat16 and {p.dtype for p in llm.parameters()} == {torch.bfloat16}

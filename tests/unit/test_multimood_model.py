@@ -69,7 +69,7 @@ class FakeCompressor(nn.Module):
 def model() -> MultiMoodModel:
     torch.manual_seed(0)
     return MultiMoodModel(
-        llm=LanguageModel("tiny:qwen2", lora=True, lora_r=4, lora_alpha=8),
+        llm=LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8),
         vision_tower=FakeVisionTower(),
         video_connector=FakeConnector,
         audio_tower=FakeAudioTower(),
@@ -201,7 +201,7 @@ def _build(**overrides) -> MultiMoodModel:
     """A fresh fused model of fakes (for tests that train it); LoRA dropout off unless asked."""
     torch.manual_seed(0)
     parts = {
-        "llm": LanguageModel("tiny:qwen2", lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0),
+        "llm": LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0),
         "vision_tower": FakeVisionTower(),
         "video_connector": FakeConnector,
         "audio_tower": FakeAudioTower(),
@@ -455,7 +455,7 @@ def _wrong_width_connector(in_dim: int, out_dim: int) -> nn.Module:
 
 
 def test_a_part_missing_what_the_model_needs_fails_at_construction_naming_it() -> None:
-    llm = LanguageModel("tiny:qwen2")
+    llm = LanguageModel("tiny:qwen2", trainable="frozen")
     cases = [
         (
             {"vision_tower": NoWidthTower(), "video_connector": FakeConnector},
@@ -533,7 +533,7 @@ def test_generate_returns_text_and_batching_does_not_change_it(model: MultiMoodM
 
 
 def test_components_must_come_in_pairs() -> None:
-    llm = LanguageModel("tiny:qwen2")
+    llm = LanguageModel("tiny:qwen2", trainable="frozen")
     with pytest.raises(ValueError, match="vision_tower and video_connector"):
         MultiMoodModel(llm, vision_tower=FakeVisionTower())
     with pytest.raises(ValueError, match="audio_tower and audio_projector"):

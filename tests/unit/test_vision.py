@@ -141,7 +141,7 @@ def test_frozen_tower_has_no_gradients_and_stays_in_eval(tower: VisionTower) -> 
 
 
 def test_unfrozen_tower_trains() -> None:
-    tower = VisionTower("tiny:siglip", freeze=False)
+    tower = VisionTower("tiny:siglip", trainable="full")
     tower.train()
     assert tower.model.training and all(p.requires_grad for p in tower.parameters())
     tower(_frames(1, 2, 56)).pow(2).mean().backward()
@@ -235,7 +235,7 @@ def test_transformers_siglip_vision_model_by_path(tmp_path: Path) -> None:
     assert all(not p.requires_grad for p in tower.parameters()) and not tower.model.training
     names = [n for n, _ in tower.named_parameters()]
     assert not any(n.startswith(("encoder.layers.2.", "post_layernorm", "head")) for n in names)
-    unfrozen = VisionTower(str(folder), backend="transformers", freeze=False)
+    unfrozen = VisionTower(str(folder), backend="transformers", trainable="full")
     unfrozen(x).pow(2).mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in unfrozen.parameters())
 
