@@ -79,6 +79,24 @@ def check_config_links(config: Any) -> None:
                 break
 
 
+def check_config_paths(config: Any) -> None:
+    """Files a run needs that the config names: the data folder and every ``init_from`` source.
+    Checked before anything is built, so a typo costs no model load."""
+    from pathlib import Path
+
+    data_dir = _get(config, "data.init_args.data_dir")
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise FileNotFoundError(f"data.init_args.data_dir: {data_dir} is not a folder")
+    for i, source in enumerate(_get(config, "model.init_args.init_from") or []):
+        path = _get(source, "path")
+        if path is None:
+            continue
+        local = Path(str(path)).expanduser()
+        is_hub_id = _get(source, "format") == "videollama2_av" and not local.exists() and str(path).count("/") == 1
+        if not local.exists() and not is_hub_id:
+            raise FileNotFoundError(f"model.init_args.init_from[{i}].path: {path} not found")
+
+
 class MultiMoodCLI(LightningCLI):
     """LightningCLI with the run options above; importable (tests parse every shipped YAML with it)."""
 
@@ -105,6 +123,7 @@ class MultiMoodCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         check_config_links(self.config)
+        check_config_paths(self.config)
 
 
 def main(args: list[str] | None = None) -> MultiMoodCLI:

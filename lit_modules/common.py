@@ -147,14 +147,19 @@ class InitFrom:
     """Weights of an earlier stage to start from (not a resume: optimizer and step start fresh).
 
     Args:
-        path: A checkpoint written by a MultiMood stage (``.ckpt``).
+        path: A checkpoint written by a MultiMood stage (``.ckpt``), or a VideoLLaMA2.1-AV folder
+            (``format: videollama2_av``).
         components: Top-level parts of the fused model to take (``history_compressor``,
             ``video_connector``, ``audio_projector``, ``llm``, ...); None takes every part the
-            checkpoint holds.
+            checkpoint holds. Not used for ``videollama2_av``.
+        format: ``multimood`` (a stage checkpoint) or ``videollama2_av``: the aligned STC
+            connector, BEATs and audio projector of VideoLLaMA2.1-AV, which the paper starts from
+            (:func:`multimood.models.checkpoints.load_videollama2_av`).
     """
 
     path: str
     components: list[str] | None = None
+    format: Literal["multimood", "videollama2_av"] = "multimood"
 
 
 def load_init_from(model: nn.Module, sources: Sequence[InitFrom], prefix: str = "model.") -> dict[str, int]:
@@ -167,6 +172,13 @@ def load_init_from(model: nn.Module, sources: Sequence[InitFrom], prefix: str = 
     own = model.state_dict(keep_vars=True)
     loaded: dict[str, int] = {}
     for source in sources:
+        if source.format == "videollama2_av":
+            from multimood.models.checkpoints import load_videollama2_av
+
+            report = load_videollama2_av(model, source.path)
+            for part, count in report.loaded.items():
+                loaded[part] = loaded.get(part, 0) + count
+            continue
         path = Path(source.path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"init_from: checkpoint {path} not found")

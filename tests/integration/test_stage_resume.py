@@ -30,7 +30,7 @@ class LossRecorder(L.Callback):
 def _run(root: Path, data_dir: Path, max_steps: int, ckpt_path: str | None = None) -> LossRecorder:
     L.seed_everything(0)
     # LoRA dropout on: a resumed run must also restore the random state.
-    llm = LanguageModel("tiny:qwen2", lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.3)
+    llm = LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8, lora_dropout=0.3)
     module = SFTModule(
         MultiMoodModel(llm),
         optimizer=lambda params: torch.optim.AdamW(params, lr=5e-3),
