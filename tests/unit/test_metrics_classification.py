@@ -42,7 +42,9 @@ def test_equals_sklearn_with_unparsed_as_minus_one(seed: int, labels: tuple[str,
     size = len(labels)
     # skewed targets (some classes never occur), predictions with ~20% unparsed
     target = torch.randint(0, size - 2, (300,), generator=g)
-    preds = torch.where(torch.rand(300, generator=g) < 0.5, target, torch.randint(0, size, (300,), generator=g))
+    preds = torch.where(
+        torch.rand(300, generator=g) < 0.5, target, torch.randint(0, size, (300,), generator=g)
+    )
     preds[torch.rand(300, generator=g) < 0.2] = MISSING
     metric = TaskClassification(labels)
     for start in range(0, 300, 70):  # several updates accumulate
