@@ -124,8 +124,9 @@ class _PerSampleMetric(Metric):
             self.values.append(torch.tensor(rows, dtype=torch.float64, device=self.device).reshape(-1))
 
     def per_sample(self) -> Tensor:
-        """The ``(N, width)`` per-sample values of this process (not synchronised)."""
-        if not self.values:
+        """The ``(N, width)`` per-sample values: this process's, or all processes' inside ``compute``."""
+        # a list of per-update tensors, or one tensor once torchmetrics has gathered the processes
+        if isinstance(self.values, list) and not self.values:
             return torch.zeros(0, self.width, dtype=torch.float64)
         return dim_zero_cat(self.values).double().reshape(-1, self.width)
 
