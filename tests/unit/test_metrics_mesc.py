@@ -271,3 +271,39 @@ def test_table_layout_and_help(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert row.split()[:3] == ["x", "56.38", "-"]
     assert multimood_main(["--help"]) == 0
     assert "score" in capsys.readouterr().out
+
+
+def test_worked_example_of_the_design_note() -> None:
+    """The "ours" column of docs/design/metrics.md."""
+    references = [
+        format_answer("sadness", "neutral", "Open question", "How did that make you feel?"),
+        format_answer("fear", "neutral", "Restatement", "You are afraid of losing your job."),
+        format_answer("anger", "neutral", "Approval", "It makes sense that you are angry."),
+        format_answer(
+            "depression", "sadness", "Interpretation", "Maybe you blame yourself for what happened."
+        ),
+    ]
+    predictions = [
+        references[0],
+        "**Client's emotion:** Fear\n**Therapist's emotion:** Neutral\n**Therapist's strategy:** Restatement\n"
+        "**Therapist's response:** You are scared of losing your job.",
+        "I'm sorry, I can't assist with that.",
+        format_answer("sadness", "neutral", "Interpretation", "It sounds like you feel guilty about it."),
+    ]
+    metrics = MESCMetrics()
+    metrics.update(predictions, references)
+    result = {k: round(100 * v.item(), 2) for k, v in metrics.compute().items() if k != "num_samples"}
+    assert result == {
+        "client_emotion/accuracy": 50.0,
+        "client_emotion/weighted_f1": 41.67,
+        "therapist_emotion/accuracy": 50.0,
+        "therapist_emotion/weighted_f1": 50.0,
+        "strategy/accuracy": 75.0,
+        "strategy/weighted_f1": 75.0,
+        "response/bleu2": 42.26,
+        "response/bleu2_authors": 46.84,
+        "response/rouge_l": 49.76,
+        "parse_failure_rate": 25.0,
+    }
+    per_sample = [round(v, 4) for v in metrics.bleu2_authors.per_sample_scores().tolist()]
+    assert per_sample == [1.0, 0.8732, 0.0, 0.0002]
