@@ -58,7 +58,7 @@ class MESCMetrics(Metric):
     """
 
     is_differentiable = False
-    higher_is_better = True
+    higher_is_better = None  # mixed: scores go up, parse_failure_rate goes down
     full_state_update = False
     num_samples: Tensor
     num_failed: Tensor
