@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "multimood.data.mesc_report",
         "rebuild the MESC splits and samples; print counts, trivial baselines and prompt lengths",
     ),
+    "score": (
+        "multimood.metrics.score",
+        "score a predictions JSONL ({label, predict} answers): paper table 4 metrics, unparsable counted wrong",
+    ),
     "synth": (
         "multimood.data.synthetic.cli",
         "write a synthetic MESC or DFEW dataset in the real file formats",
