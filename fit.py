@@ -92,7 +92,9 @@ def check_config_paths(config: Any) -> None:
         if path is None:
             continue
         local = Path(str(path)).expanduser()
-        is_hub_id = _get(source, "format") == "videollama2_av" and not local.exists() and str(path).count("/") == 1
+        is_hub_id = (
+            _get(source, "format") == "videollama2_av" and not local.exists() and str(path).count("/") == 1
+        )
         if not local.exists() and not is_hub_id:
             raise FileNotFoundError(f"model.init_args.init_from[{i}].path: {path} not found")
 

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from datamodules.common import ModelConnectedMixin, MultiModalDataModule, video_loader
 from multimood.data.datasets import ChatEncoder, DFEWDataset, MultiModalCollator
 from multimood.data.dfew import LabelBase, Source, SplitFormat, load_dfew_fold, validation_split
+from multimood.metrics import DFEWAnswerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,11 @@ class DFEWDataModule(ModelConnectedMixin, MultiModalDataModule):
             self.setup()
         # val_fraction 0: no validation loop (Lightning skips an empty list).
         return self._loader("val") if len(self.datasets["val"]) else []
+
+    def make_metrics(self, bertscore_model: str | None = None) -> DFEWAnswerMetrics:
+        """UAR, WAR and per-class recall (paper table 3) from generated answers; no response text,
+        so ``bertscore_model`` is not used."""
+        return DFEWAnswerMetrics()
 
     def collator(self) -> MultiModalCollator:
         return MultiModalCollator(self.tokenizer.pad_token_id)

@@ -208,5 +208,11 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
                 prompt_max_tokens=hp.prompt_max_tokens,
             )
 
+    def make_metrics(self, bertscore_model: str | None = None) -> Any:
+        """The four tasks of paper table 4, scored from generated answers."""
+        from multimood.metrics import MESCMetrics
+
+        return MESCMetrics(bertscore_model=bertscore_model)
+
     def collator(self) -> MultiModalCollator:
         return MultiModalCollator(self.tokenizer.pad_token_id, self.history_tokenizer)

@@ -37,6 +37,7 @@ from lit_modules.common import (
     warmup_schedule,
     write_results,
 )
+from multimood.metrics import confusion_image
 from multimood.models import MultiMoodModel
 
 log = logging.getLogger(__name__)
@@ -194,11 +195,11 @@ class SFTModule(L.LightningModule):
 
     def _log_confusion(self, split: str) -> None:
         experiment = getattr(self.logger, "experiment", None)
-        figures = getattr(self.metrics, "confusion_figures", None)
-        if not hasattr(experiment, "add_figure") or not callable(figures):
+        matrices = getattr(self.metrics, "confusion_matrices", None)
+        if not hasattr(experiment, "add_image") or not callable(matrices):
             return
-        for task, figure in figures().items():
-            experiment.add_figure(f"{split}/confusion/{task}", figure, self.global_step)
+        for task, counts in matrices().items():  # rows: true class; last column: unparsed
+            experiment.add_image(f"{split}/confusion/{task}", confusion_image(counts), self.global_step)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

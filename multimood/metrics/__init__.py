@@ -18,6 +18,7 @@ from multimood.metrics.classification import (
     unweighted_average_recall,
     weighted_f1,
 )
+from multimood.metrics.dfew import DFEWAnswerMetrics, confusion_image
 from multimood.metrics.mesc import TASKS, MESCMetrics
 from multimood.metrics.text import (
     AUTHORS_BLEU2_WEIGHTS,
@@ -39,6 +40,7 @@ __all__ = [
     "BERTScoreF1",
     "ConfusionCounts",
     "CorpusBLEU",
+    "DFEWAnswerMetrics",
     "DFEWClassification",
     "MESCMetrics",
     "MeanSentenceBLEU",
@@ -46,6 +48,7 @@ __all__ = [
     "accuracy",
     "bleu_from_statistics",
     "bleu_statistics",
+    "confusion_image",
     "per_class_recall",
     "tokenize",
     "unweighted_average_recall",

@@ -16,7 +16,7 @@ STAGES = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name not in ("mo
 
 def _print_config(args: list[str], capsys: pytest.CaptureFixture) -> str:
     with pytest.raises(SystemExit) as stop:
-        fit.main(args + ["--print_config"])
+        fit.main([*args, "--print_config"])
     out, err = capsys.readouterr()
     assert stop.value.code in (0, None), err
     return out
@@ -79,7 +79,10 @@ def test_a_data_value_that_contradicts_the_model_names_both_keys(
     nothing_is_built: None, synthetic_mesc: Path, capsys: pytest.CaptureFixture
 ) -> None:
     message = _fit_error(
-        [f"--data.init_args.data_dir={synthetic_mesc}", "--data.init_args.tokenizer=packaged:qwen2-tokenizer"],
+        [
+            f"--data.init_args.data_dir={synthetic_mesc}",
+            "--data.init_args.tokenizer=packaged:qwen2-tokenizer",
+        ],
         capsys,
     )
     assert "data.init_args.tokenizer" in message
@@ -87,7 +90,10 @@ def test_a_data_value_that_contradicts_the_model_names_both_keys(
     message = _fit_error(
         [f"--data.init_args.data_dir={synthetic_mesc}", "--data.init_args.history_max_tokens=77"], capsys
     )
-    assert "data.init_args.history_max_tokens" in message and "history_compressor.init_args.max_tokens" in message
+    assert (
+        "data.init_args.history_max_tokens" in message
+        and "history_compressor.init_args.max_tokens" in message
+    )
 
 
 def test_bad_configs_fail_before_any_model_is_built(
@@ -99,7 +105,9 @@ def test_bad_configs_fail_before_any_model_is_built(
     assert "warmup_ratio" in _fit_error([data, "--model.init_args.warmup_ratio=[1]"], capsys)
     missing = tmp_path / "nope.yaml"
     assert "nope.yaml" in _fit_error(["--config", str(missing)], capsys)
-    assert str(tmp_path / "no_data") in _fit_error([f"--data.init_args.data_dir={tmp_path / 'no_data'}"], capsys)
+    assert str(tmp_path / "no_data") in _fit_error(
+        [f"--data.init_args.data_dir={tmp_path / 'no_data'}"], capsys
+    )
     init_from = f"--model.init_args.init_from=[{{path: {tmp_path / 'a.ckpt'}}}]"
     message = _fit_error([data, init_from], capsys)
     assert "init_from[0].path" in message and "a.ckpt" in message
