@@ -162,6 +162,16 @@ class InitFrom:
     format: Literal["multimood", "videollama2_av"] = "multimood"
 
 
+def init_from_list(sources: Sequence[InitFrom | Mapping[str, Any]] | None) -> list[InitFrom]:
+    """``init_from`` as :class:`InitFrom` entries (from YAML they already are; dicts are accepted)."""
+    return [s if isinstance(s, InitFrom) else InitFrom(**s) for s in (sources or [])]
+
+
+def init_from_hparams(sources: Sequence[InitFrom]) -> list[dict[str, Any]]:
+    """Plain dicts for the checkpoint's hyperparameters (loadable with ``weights_only=True``)."""
+    return [dict(path=s.path, components=s.components, format=s.format) for s in sources]
+
+
 def load_init_from(model: nn.Module, sources: Sequence[InitFrom], prefix: str = "model.") -> dict[str, int]:
     """Copy tensors of earlier stages into ``model`` (by value); returns tensors loaded per part.
 

@@ -28,6 +28,8 @@ from lit_modules.common import (
     check_resumable,
     check_stage_trains,
     gather_rows,
+    init_from_hparams,
+    init_from_list,
     keep_trainable_in_checkpoint,
     load_init_from,
     restore_rng_states,
@@ -83,11 +85,12 @@ class SFTModule(L.LightningModule):
         log_generations: int = 3,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "optimizer"])
+        self.save_hyperparameters(ignore=["model", "optimizer", "init_from"])
         check_stage_trains("SFTModule", model, allowed=SFT_TRAINABLE)
         self.model = model
         self.optimizer_factory = optimizer
-        self.init_from = list(init_from or [])
+        self.init_from = init_from_list(init_from)
+        self.hparams["init_from"] = init_from_hparams(self.init_from)
         # Checkpoints hold only what trains; frozen parts come back from the config.
         self.strict_loading = False
         self.metrics: Any = None
