@@ -275,6 +275,7 @@ def write_results(
 
 
 def run_folder(trainer: Any) -> Path:
-    """Where a run writes its results: the logger's version folder, else ``default_root_dir``."""
+    """Where a run writes its results: the logger's version folder, else ``default_root_dir``.
+    Call it on every rank: ``trainer.log_dir`` broadcasts rank 0's folder."""
     log_dir = getattr(trainer, "log_dir", None)
     return Path(log_dir or trainer.default_root_dir)

@@ -181,8 +181,9 @@ class SFTModule(L.LightningModule):
     def _finish_evaluation(self, split: str) -> None:
         values = {k: float(v) for k, v in self._task_metrics().compute().items()}  # synchronised over ranks
         rows = gather_rows(self._rows)
+        folder = run_folder(self.trainer)  # on every rank: trainer.log_dir is a collective under DDP
         if self.trainer.is_global_zero:
-            predictions, _ = write_results(run_folder(self.trainer), split, rows, values)
+            predictions, _ = write_results(folder, split, rows, values)
             log.info("%s: %d answers scored, written to %s", split, len(rows), predictions)
             self._log_generations(split, rows)
             self._log_confusion(split)
