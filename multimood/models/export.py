@@ -83,9 +83,10 @@ def export_adapter(llm: LanguageModel, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     base_vocab = _base_vocab_size(llm)
     rows = llm.model.get_input_embeddings().num_embeddings
-    # peft's "auto" asks the hub whether the vocabulary changed (and assumes not when offline); we
-    # know: the table grew only if LanguageModel resized it for the placeholder tokens.
-    resized = base_vocab is not None and rows != base_vocab
+    # peft's "auto" asks the hub whether the vocabulary changed (and assumes not when offline). The
+    # table differs from the base's only if LanguageModel resized it for the placeholder tokens, and
+    # then it has exactly one row per token: when the base config cannot be read, that is the sign.
+    resized = rows != base_vocab if base_vocab is not None else rows == len(llm.tokenizer)
     llm.model.save_pretrained(out, save_embedding_layers=resized, safe_serialization=True)
     llm.tokenizer.save_pretrained(out)
     return out
