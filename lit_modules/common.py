@@ -104,6 +104,25 @@ def check_resumable(checkpoint: Mapping[str, Any], module: nn.Module, path: str 
         )
 
 
+def load_stage_weights(module: nn.Module, ckpt_path: str | Path) -> None:
+    """The weights ``--run validate|test`` evaluates, without a Trainer: the module's ``init_from``
+    (frozen parts of earlier stages; once per module, as ``setup`` does), then the checkpoint's
+    trainable tensors, refused unless they are exactly this run's (:func:`check_resumable`)."""
+    init_from = getattr(module, "init_from", None)
+    if init_from and not getattr(module, "_initialized_from", False):
+        load_init_from(module.model, init_from)
+        module._initialized_from = True
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if "state_dict" not in checkpoint:
+        raise ValueError(f"{path} has no 'state_dict' (not a Lightning checkpoint)")
+    check_resumable(checkpoint, module, path=str(path))
+    # Non-strict: the file holds only what trains; check_resumable has checked that it holds all of it.
+    module.load_state_dict(checkpoint["state_dict"], strict=False)
+
+
 def save_rng_states(checkpoint: dict[str, Any]) -> None:
     """Random states in the checkpoint, so that a resumed run draws the same dropout masks (and
     anything else random) as an uninterrupted one. Lightning does not save them itself."""
