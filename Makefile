@@ -1,7 +1,7 @@
 # Everyday targets. Each creates (or reuses) the virtual environment in $(VENV) first.
 #   make demo    build the tiny models, write the synthetic data, run the main job on it
 #   make test    run the default test suite (no network, no GPU; tests marked slow are left out)
-#   make test-all  the default suite and the tests marked slow
+#   make test-all  the default suite and the tests marked slow (not those marked gpu: pytest -m gpu)
 #   make lint    ruff check + format check
 #   make bench   run the benchmarks (JSON rows under benchmarks/results/)
 PYTHON ?= python3
@@ -28,7 +28,7 @@ test: $(STAMP)
 
 # everything, including the tests marked slow
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -94,3 +94,40 @@ def test_sft_trains_under_ddp_without_unused_parameter_detection(
     after = dict(module.named_parameters())
     moved = {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
     assert moved == set(before)  # the spawned ranks' weights came back, all of them trained
+
+
+def test_the_fsdp_trainer_config_builds_its_strategy() -> None:
+    # FSDP needs CUDA (Lightning refuses it on CPU), so here the config's strategy is built alone.
+    import yaml
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import FSDPStrategy, Strategy
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "trainer" / "fsdp.yaml"
+    trainer = yaml.safe_load(config.read_text())["trainer"]
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(Strategy, "strategy")
+    built = parser.instantiate_classes(parser.parse_object({"strategy": trainer["strategy"]}))
+    assert isinstance(built.strategy, FSDPStrategy)
+    assert trainer["precision"] == "bf16-true"
+
+
+@pytest.mark.gpu
+def test_sft_trains_and_evaluates_under_fsdp_on_gpus(tmp_path: Path, synthetic_mesc: Path) -> None:
+    import fit
+
+    if not torch.cuda.is_available():
+        pytest.fail("this test needs CUDA GPUs (run it with -m gpu on a GPU machine)")
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    fit.main(
+        [
+            "--config", str(configs / "sft" / "tiny.yaml"),
+            "--config", str(configs / "trainer" / "fsdp.yaml"),
+            "--model.init_args.model.init_args.stand_ins=all",
+            f"--data.init_args.data_dir={synthetic_mesc}",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_steps=2",
+            "--data.init_args.limit_samples=4",
+            "--model.init_args.max_new_tokens=4",
+        ]
+    )  # fmt: skip
+    assert list(tmp_path.rglob("test/metrics.json"))
