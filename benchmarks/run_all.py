@@ -12,6 +12,7 @@ BENCHMARKS = [
     ["benchmarks.beats_position_bias"],
     ["benchmarks.lora_bf16_updates"],
     ["benchmarks.model_modes"],
+    ["benchmarks.sft_history_step"],
 ]
 
 

@@ -474,14 +474,29 @@ class MultiMoodModel(nn.Module):
             padding_side=padding_side,
         )
 
-    def forward(self, batch: Mapping[str, Any]) -> Any:
-        """Teacher-forced pass; ``.loss`` is the cross-entropy over the supervised (answer) tokens."""
+    def forward(self, batch: Mapping[str, Any], all_logits: bool = False) -> Any:
+        """Teacher-forced pass; ``.loss`` is the cross-entropy over the supervised (answer) tokens.
+
+        With labels, logits are computed only from the position before the earliest supervised
+        token of the batch onwards (transformers' ``logits_to_keep``), and the labels are cut the
+        same way: the loss is the same, but the prompt's positions never reach the LM head (with a
+        152k vocabulary, a 4k-token prompt's logits alone would take 2.5 GB in float32).
+        ``all_logits=True`` keeps every position's logits.
+        """
         inputs = self.prepare_inputs(batch, padding_side="right")
+        labels, keep = inputs.labels, {}
+        if labels is not None and not all_logits:
+            supervised = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+            if len(supervised):
+                # logits at position p - 1 predict the label at p: keep from there on
+                window = labels.shape[1] - max(int(supervised[0]) - 1, 0)
+                labels, keep = labels[:, -window:], {"logits_to_keep": window}
         return self.llm(
             inputs_embeds=inputs.inputs_embeds,
             attention_mask=inputs.attention_mask,
             position_ids=inputs.position_ids,
-            labels=inputs.labels,
+            labels=labels,
+            **keep,
         )
 
     @torch.no_grad()

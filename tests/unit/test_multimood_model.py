@@ -538,3 +538,25 @@ def test_components_must_come_in_pairs() -> None:
         MultiMoodModel(llm, vision_tower=FakeVisionTower())
     with pytest.raises(ValueError, match="audio_tower and audio_projector"):
         MultiMoodModel(llm, audio_projector=functools.partial(AudioProjector, kind="linear"))
+
+
+def test_the_loss_with_logits_only_from_the_answer_on_equals_the_full_loss() -> None:
+    from multimood.models import LanguageModel, MultiMoodModel
+
+    torch.manual_seed(0)
+    model = MultiMoodModel(LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8)).eval()
+    tok = model.tokenizer
+    prompts = ["a short prompt", "a much longer prompt with many more words in it than the other one"]
+    rows = [tok(p + " answer: yes")["input_ids"] for p in prompts]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((2, width), tok.pad_token_id)
+    attention = torch.zeros(2, width, dtype=torch.long)
+    labels = torch.full((2, width), -100)
+    for b, row in enumerate(rows):
+        input_ids[b, : len(row)] = torch.tensor(row)
+        attention[b, : len(row)] = 1
+        labels[b, len(row) - 3 : len(row)] = torch.tensor(row[-3:])  # the last three tokens supervised
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    cut, full = model(batch), model(batch, all_logits=True)
+    assert cut.logits.shape[1] < full.logits.shape[1]  # the prompt's positions were skipped
+    assert torch.allclose(cut.loss, full.loss, atol=1e-6), (cut.loss, full.loss)
