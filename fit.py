@@ -4,6 +4,7 @@
     python fit.py --config configs/<stage>/<name>.yaml --print_config   # the resolved configuration
     python fit.py --help                                                # every option, from docstrings
     python fit.py --config configs/sft/tiny.yaml --run test --ckpt_path runs/.../last.ckpt
+    python fit.py --config configs/sft/tiny.yaml --run export --ckpt_path runs/.../last.ckpt --export_dir out
 
 The LightningModule (one per stage, in ``lit_modules``) and the LightningDataModule (in
 ``datamodules``) are chosen by ``class_path`` in the YAML; every constructor argument is an option.
@@ -11,8 +12,11 @@ The LightningModule (one per stage, in ``lit_modules``) and the LightningDataMod
 - ``--run fit`` (default) trains; with ``--test_after_fit true`` the test split is scored at the end
   with the weights the fit ended with. ``--run validate`` / ``--run test`` only evaluate.
 - ``--ckpt_path`` resumes an interrupted fit (weights that train, optimizer, schedulers, loop
-  state), or gives the weights to evaluate. Loading an earlier stage's weights into a new stage is
+  state), or gives the weights to evaluate or export. Loading an earlier stage's weights into a new stage is
   the module option ``init_from``, not a resume.
+- ``--run export`` writes the checkpoint's model for use without this repo: ``<export_dir>/adapter``
+  (PEFT LoRA adapters + tokenizer), ``merged`` (with ``--export_merged true``: a plain transformers
+  folder) and ``parts`` (connector, projectors, compressor); see ``lit_modules/export.py``.
 - Values the data and the model must agree on (LLM tokenizer, history tokenizer and its budget,
   frame size and normalisation) are set on the model side only. A data config that sets one of
   them differently is refused before any model is built (names both keys); values known only once
@@ -30,7 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-Run = Literal["fit", "validate", "test"]
+Run = Literal["fit", "validate", "test", "export"]
 
 # (data option, where the model config says it; the first one set wins). Paths are under the fused
 # model's init_args; the module's `model` argument holds the fused model.
@@ -107,14 +111,27 @@ class MultiMoodCLI(LightningCLI):
             "--run",
             type=Run,
             default="fit",
-            help="fit (train), validate or test (evaluate the weights of --ckpt_path).",
+            help="fit (train), validate or test (evaluate the weights of --ckpt_path), or export them.",
         )
         parser.add_argument(
             "--ckpt_path",
             type=str | None,
             default=None,
             help="fit: resume this run (weights, optimizer, schedulers, loop state); "
-            "validate/test: the weights to evaluate.",
+            "validate/test/export: the weights to evaluate or export.",
+        )
+        parser.add_argument("--export_dir", type=str | None, default=None, help="export: folder to write.")
+        parser.add_argument(
+            "--export_merged",
+            type=bool,
+            default=False,
+            help="export: also write merged/, the LLM with its adapters merged (a plain transformers folder).",
+        )
+        parser.add_argument(
+            "--export_dequantize_4bit",
+            type=bool,
+            default=False,
+            help="export: allow merged/ from a 4-bit base (dequantised NF4 + adapters; see docs/design/export.md).",
         )
         parser.add_argument(
             "--test_after_fit",
@@ -124,6 +141,10 @@ class MultiMoodCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
+        if self.config.get("run") == "export" and not (
+            self.config.get("ckpt_path") and self.config.get("export_dir")
+        ):
+            raise SystemExit("--run export needs --ckpt_path (the weights) and --export_dir (where to write)")
         check_config_links(self.config)
         check_config_paths(self.config)
 
@@ -144,6 +165,17 @@ def main(args: list[str] | None = None) -> MultiMoodCLI:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
         if config.get("test_after_fit"):
             cli.trainer.test(cli.model, datamodule=cli.datamodule)
+    elif run == "export":
+        from lit_modules.export import export_stage
+
+        export_stage(
+            cli.model,
+            ckpt_path,
+            config["export_dir"],
+            merged=config.get("export_merged", False),
+            dequantize_4bit=config.get("export_dequantize_4bit", False),
+            model_config=config.as_dict()["model"]["init_args"].get("model"),
+        )
     else:
         if ckpt_path is None:
             raise SystemExit(f"--run {run} needs --ckpt_path (the weights to evaluate)")

@@ -1,6 +1,8 @@
 """One LightningModule per training stage; each composes parts from :mod:`multimood`."""
 
+from lit_modules.common import InitFrom
+from lit_modules.compressor_pretrain import CompressorPretrainModule
 from lit_modules.projector_align import ProjectorAlignModule
 from lit_modules.sft import SFTModule
 
-__all__ = ["ProjectorAlignModule", "SFTModule"]
+__all__ = ["CompressorPretrainModule", "InitFrom", "ProjectorAlignModule", "SFTModule"]

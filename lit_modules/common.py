@@ -104,6 +104,25 @@ def check_resumable(checkpoint: Mapping[str, Any], module: nn.Module, path: str 
         )
 
 
+def load_stage_weights(module: nn.Module, ckpt_path: str | Path) -> None:
+    """The weights ``--run validate|test`` evaluates, without a Trainer: the module's ``init_from``
+    (frozen parts of earlier stages; once per module, as ``setup`` does), then the checkpoint's
+    trainable tensors, refused unless they are exactly this run's (:func:`check_resumable`)."""
+    init_from = getattr(module, "init_from", None)
+    if init_from and not getattr(module, "_initialized_from", False):
+        load_init_from(module.model, init_from)
+        module._initialized_from = True
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if "state_dict" not in checkpoint:
+        raise ValueError(f"{path} has no 'state_dict' (not a Lightning checkpoint)")
+    check_resumable(checkpoint, module, path=str(path))
+    # Non-strict: the file holds only what trains; check_resumable has checked that it holds all of it.
+    module.load_state_dict(checkpoint["state_dict"], strict=False)
+
+
 def save_rng_states(checkpoint: dict[str, Any]) -> None:
     """Random states in the checkpoint, so that a resumed run draws the same dropout masks (and
     anything else random) as an uninterrupted one. Lightning does not save them itself."""
@@ -160,6 +179,16 @@ class InitFrom:
     path: str
     components: list[str] | None = None
     format: Literal["multimood", "videollama2_av"] = "multimood"
+
+
+def init_from_list(sources: Sequence[InitFrom | Mapping[str, Any]] | None) -> list[InitFrom]:
+    """``init_from`` as :class:`InitFrom` entries (from YAML they already are; dicts are accepted)."""
+    return [s if isinstance(s, InitFrom) else InitFrom(**s) for s in (sources or [])]
+
+
+def init_from_hparams(sources: Sequence[InitFrom]) -> list[dict[str, Any]]:
+    """Plain dicts for the checkpoint's hyperparameters (loadable with ``weights_only=True``)."""
+    return [dict(path=s.path, components=s.components, format=s.format) for s in sources]
 
 
 def load_init_from(model: nn.Module, sources: Sequence[InitFrom], prefix: str = "model.") -> dict[str, int]:
@@ -265,6 +294,7 @@ def write_results(
 
 
 def run_folder(trainer: Any) -> Path:
-    """Where a run writes its results: the logger's version folder, else ``default_root_dir``."""
+    """Where a run writes its results: the logger's version folder, else ``default_root_dir``.
+    Call it on every rank: ``trainer.log_dir`` broadcasts rank 0's folder."""
     log_dir = getattr(trainer, "log_dir", None)
     return Path(log_dir or trainer.default_root_dir)

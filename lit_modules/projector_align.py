@@ -23,6 +23,8 @@ from lit_modules.common import (
     LRSchedule,
     check_resumable,
     check_stage_trains,
+    init_from_hparams,
+    init_from_list,
     keep_trainable_in_checkpoint,
     load_init_from,
     restore_rng_states,
@@ -60,7 +62,7 @@ class ProjectorAlignModule(L.LightningModule):
         init_from: list[InitFrom] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "optimizer"])
+        self.save_hyperparameters(ignore=["model", "optimizer", "init_from"])
         present = [p for p in PROJECTORS if getattr(model, p, None) is not None]
         allowed = present + (["history_compressor"] if train_memory_projector else [])
         check_stage_trains("ProjectorAlignModule", model, allowed=allowed, required=allowed)
@@ -77,7 +79,8 @@ class ProjectorAlignModule(L.LightningModule):
                 )
         self.model = model
         self.optimizer_factory = optimizer
-        self.init_from = list(init_from or [])
+        self.init_from = init_from_list(init_from)
+        self.hparams["init_from"] = init_from_hparams(self.init_from)
         self.strict_loading = False
         self._initialized_from = False
 

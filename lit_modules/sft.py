@@ -28,6 +28,8 @@ from lit_modules.common import (
     check_resumable,
     check_stage_trains,
     gather_rows,
+    init_from_hparams,
+    init_from_list,
     keep_trainable_in_checkpoint,
     load_init_from,
     restore_rng_states,
@@ -83,11 +85,12 @@ class SFTModule(L.LightningModule):
         log_generations: int = 3,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "optimizer"])
+        self.save_hyperparameters(ignore=["model", "optimizer", "init_from"])
         check_stage_trains("SFTModule", model, allowed=SFT_TRAINABLE)
         self.model = model
         self.optimizer_factory = optimizer
-        self.init_from = list(init_from or [])
+        self.init_from = init_from_list(init_from)
+        self.hparams["init_from"] = init_from_hparams(self.init_from)
         # Checkpoints hold only what trains; frozen parts come back from the config.
         self.strict_loading = False
         self.metrics: Any = None
@@ -178,8 +181,9 @@ class SFTModule(L.LightningModule):
     def _finish_evaluation(self, split: str) -> None:
         values = {k: float(v) for k, v in self._task_metrics().compute().items()}  # synchronised over ranks
         rows = gather_rows(self._rows)
+        folder = run_folder(self.trainer)  # on every rank: trainer.log_dir is a collective under DDP
         if self.trainer.is_global_zero:
-            predictions, _ = write_results(run_folder(self.trainer), split, rows, values)
+            predictions, _ = write_results(folder, split, rows, values)
             log.info("%s: %d answers scored, written to %s", split, len(rows), predictions)
             self._log_generations(split, rows)
             self._log_confusion(split)

@@ -1,0 +1,242 @@
+"""The training stages through a real Trainer on CPU: exactly the intended parameters move,
+checkpoints hold only what trains, ``init_from`` carries earlier stages by value, evaluation writes
+predictions and metrics (MESC and DFEW), and ``fit.py`` runs the tiny stage configs end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+import fit
+from datamodules import DFEWDataModule, MESCDataModule
+from lit_modules import ProjectorAlignModule, SFTModule
+from lit_modules.common import InitFrom
+from multimood.models import (
+    AudioProjector,
+    AudioTower,
+    LanguageModel,
+    MambaHistoryCompressor,
+    MultiMoodModel,
+    STCConnector,
+    VisionTower,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().contiguous().view(torch.uint8).clone()
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: _bits(p) for name, p in model.named_parameters()}
+
+
+def _changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if not torch.equal(before[name], _bits(p))}
+
+
+def _fused(llm: str = "lora", projectors: str = "frozen", media: bool = True) -> MultiMoodModel:
+    torch.manual_seed(0)
+    parts = {}
+    if media:
+        parts = {
+            "vision_tower": VisionTower("tiny:siglip"),
+            "video_connector": lambda c, d: STCConnector(c, d, depth=1, trainable=projectors),
+            "audio_tower": AudioTower("tiny:beats"),
+            "audio_projector": lambda c, d: AudioProjector(c, d, trainable=projectors),
+        }
+    return MultiMoodModel(
+        LanguageModel("tiny:qwen2", trainable=llm, lora_r=4, lora_alpha=8),
+        history_compressor=lambda d: MambaHistoryCompressor(
+            d, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="frozen"
+        ),
+        **parts,
+    )
+
+
+def _data(root: Path, media: bool = True, **overrides) -> MESCDataModule:
+    options = dict(batch_size=2, limit_samples=4, num_frames=2, max_audio_seconds=1.0, seed=1)
+    options.update(overrides)
+    return MESCDataModule(str(root), clips_dir="clips" if media else None, **options)
+
+
+def _trainer(root: Path, steps: int, **overrides) -> L.Trainer:
+    options = dict(
+        default_root_dir=root,
+        max_steps=steps,
+        accelerator="cpu",
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        deterministic=True,
+    )
+    options.update(overrides)
+    return L.Trainer(**options)
+
+
+def _sgd(params):
+    return torch.optim.SGD(params, lr=0.05)
+
+
+def _lora_b_nonzero(model: MultiMoodModel) -> None:
+    # LoRA B starts at zero, so in one step only B would move; give it values so A moves too.
+    with torch.no_grad():
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+
+
+def test_sft_trains_exactly_the_llm_adapters(tmp_path: Path, synthetic_mesc: Path) -> None:
+    model = _fused()
+    _lora_b_nonzero(model)
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert expected and all("lora_" in n and n.startswith("llm.") for n in expected)
+    before = _snapshot(model)
+    module = SFTModule(model, optimizer=_sgd, warmup_ratio=0.0, lr_schedule="constant")
+    _trainer(tmp_path, steps=2).fit(module, datamodule=_data(synthetic_mesc))
+    assert _changed(before, model) == expected
+
+
+def test_projector_alignment_trains_exactly_the_projections(tmp_path: Path, synthetic_mesc: Path) -> None:
+    model = _fused(llm="frozen", projectors="full")
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n.split(".")[0] for n in expected} == {"video_connector", "audio_projector"}
+    before = _snapshot(model)
+    module = ProjectorAlignModule(model, optimizer=_sgd, warmup_ratio=0.0, lr_schedule="constant")
+    data = _data(synthetic_mesc, modality_probs=None)  # every sample has both media
+    _trainer(tmp_path, steps=2).fit(module, datamodule=data)
+    changed = _changed(before, model)
+    # Every tensor of both projections moves (biases included); nothing else does.
+    assert changed == expected
+
+
+def test_stages_refuse_a_model_that_trains_the_wrong_parts() -> None:
+    with pytest.raises(ValueError, match=r"ProjectorAlignModule.*llm"):
+        ProjectorAlignModule(_fused(llm="lora", projectors="full", media=True))
+    with pytest.raises(ValueError, match="must train"):
+        ProjectorAlignModule(_fused(llm="frozen", projectors="frozen", media=True))
+
+
+def test_checkpoints_hold_only_what_trains_and_init_from_carries_it_by_value(
+    tmp_path: Path, synthetic_mesc: Path
+) -> None:
+    # Stage B: train the projections, keep the last checkpoint.
+    stage_b = _fused(llm="frozen", projectors="full")
+    module_b = ProjectorAlignModule(stage_b, optimizer=_sgd, warmup_ratio=0.0)
+    trainer = _trainer(tmp_path / "b", steps=2, enable_checkpointing=True)
+    trainer.fit(module_b, datamodule=_data(synthetic_mesc, modality_probs=None))
+    (ckpt_b,) = (tmp_path / "b").rglob("*.ckpt")
+    state = torch.load(ckpt_b, map_location="cpu", weights_only=True)["state_dict"]
+    trained = {f"model.{n}" for n, p in stage_b.named_parameters() if p.requires_grad}
+    assert set(state) == trained  # no tower, LLM base or compressor tensor
+    assert not any(k.startswith(("model.vision_tower", "model.audio_tower", "model.llm")) for k in state)
+
+    # Stage C starts from B's projections: equal by value to what B trained (not the random init).
+    stage_c = _fused(llm="lora", projectors="frozen")
+    connector_init = {k: v.clone() for k, v in stage_c.video_connector.state_dict().items()}
+    module_c = SFTModule(
+        stage_c,
+        optimizer=_sgd,
+        init_from=[InitFrom(str(ckpt_b), components=["video_connector", "audio_projector"])],
+    )
+    _trainer(tmp_path / "c", steps=1, enable_checkpointing=True).fit(
+        module_c, datamodule=_data(synthetic_mesc)
+    )
+    for key, value in stage_b.video_connector.state_dict().items():
+        assert torch.equal(stage_c.video_connector.state_dict()[key], value), key
+    assert any(not torch.equal(connector_init[k], v) for k, v in stage_c.video_connector.state_dict().items())
+    for key, value in stage_b.audio_projector.state_dict().items():
+        assert torch.equal(stage_c.audio_projector.state_dict()[key], value), key
+    # C's own checkpoint holds its adapters only (the frozen projections come back via init_from).
+    (ckpt_c,) = (tmp_path / "c").rglob("*.ckpt")
+    keys_c = set(torch.load(ckpt_c, map_location="cpu", weights_only=True)["state_dict"])
+    assert keys_c and all("lora_" in k for k in keys_c)
+
+
+def test_init_from_refuses_what_does_not_fit(tmp_path: Path, synthetic_mesc: Path) -> None:
+    from lit_modules.common import load_init_from
+
+    path = tmp_path / "x.ckpt"
+    torch.save({"state_dict": {"model.video_connector.nope": torch.zeros(1)}}, path)
+    model = _fused(projectors="frozen")
+    with pytest.raises(ValueError, match="nope"):
+        load_init_from(model, [InitFrom(str(path), components=["video_connector"])])
+    with pytest.raises(ValueError, match="holds no tensors of \\['history_compressor'\\]"):
+        load_init_from(model, [InitFrom(str(path), components=["history_compressor"])])
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
+        load_init_from(model, [InitFrom(str(tmp_path / "missing.ckpt"))])
+
+
+def test_evaluation_writes_predictions_and_metrics(tmp_path: Path, synthetic_mesc: Path) -> None:
+    module = SFTModule(_fused(media=False), optimizer=_sgd, max_new_tokens=8)
+    data = _data(synthetic_mesc, media=False, history_mode="compressor", eval_batch_size=3)
+    trainer = _trainer(tmp_path, steps=1)
+    (results,) = trainer.test(module, datamodule=data, verbose=False)
+    folder = tmp_path / "test"
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    expected = sorted(s.sample_id for s in data.datasets["test"].samples)
+    assert sorted(r["sample_id"] for r in rows) == expected  # each sample once
+    assert metrics["num_samples"] == len(expected) > 1
+    assert {"sample_id", "label", "predict"} <= set(rows[0])
+    assert {"client_emotion/accuracy", "response/bleu2", "parse_failure_rate"} <= set(metrics)
+    assert results["test/parse_failure_rate"] == pytest.approx(metrics["parse_failure_rate"])
+
+
+def test_dfew_trains_and_scores_uar_and_war(tmp_path: Path) -> None:
+    from multimood.data.synthetic import make_dfew
+
+    root = tmp_path / "dfew"
+    make_dfew(root, num_clips=20, seed=0, width=64, height=48, sample_rate=16_000, channels=1)
+    torch.manual_seed(0)
+    model = MultiMoodModel(
+        LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8),
+        vision_tower=VisionTower("tiny:siglip"),
+        video_connector=lambda c, d: STCConnector(c, d, depth=1, trainable="frozen"),
+    )
+    module = SFTModule(model, optimizer=_sgd, max_new_tokens=6, generate_on_validation=False)
+    data = DFEWDataModule(str(root), fold=1, num_frames=2, batch_size=4, limit_samples=4, val_fraction=0.0)
+    trainer = _trainer(tmp_path, steps=1)
+    trainer.fit(module, datamodule=data)
+    (results,) = trainer.test(module, datamodule=data, verbose=False)
+    assert {"test/uar", "test/war", "test/recall/Happy", "test/parse_failure_rate"} <= set(results)
+    assert json.loads((tmp_path / "test" / "metrics.json").read_text())["num_samples"] == 4
+
+
+def test_the_tiny_configs_run_end_to_end_and_evaluate_a_checkpoint(
+    tmp_path: Path, synthetic_mesc: Path
+) -> None:
+    small = [
+        f"--data.init_args.data_dir={synthetic_mesc}",
+        "--data.init_args.limit_samples=4",
+        "--data.init_args.num_frames=2",
+        "--trainer.max_steps=1",
+        "--trainer.enable_progress_bar=false",
+    ]
+    for stage in ("projector", "sft"):
+        root = tmp_path / stage
+        args = ["--config", str(CONFIGS / stage / "tiny.yaml"), *small, f"--trainer.default_root_dir={root}"]
+        if stage == "sft":
+            args += ["--model.init_args.max_new_tokens=4"]
+        fit.main(args)
+        assert len(list(root.rglob("checkpoints/last.ckpt"))) == 1
+    # The SFT config tests after fit; then one command evaluates the checkpoint on val.
+    assert list((tmp_path / "sft").rglob("test/metrics.json"))
+    (last,) = (tmp_path / "sft").rglob("checkpoints/last.ckpt")
+    args = [
+        "--config",
+        str(CONFIGS / "sft" / "tiny.yaml"),
+        *small,
+        f"--trainer.default_root_dir={tmp_path / 'eval'}",
+    ]
+    fit.main([*args, "--run=validate", f"--ckpt_path={last}", "--model.init_args.max_new_tokens=4"])
+    (metrics,) = list((tmp_path / "eval").rglob("val/metrics.json"))
+    assert json.loads(metrics.read_text())["num_samples"] >= 1
