@@ -389,3 +389,38 @@ def test_tokenizer_corpus_carries_the_synthetic_vocabulary() -> None:
     cues = [*TEXT_CUES.values(), *DESCRIPTION_CUES.values(), *VOICE_CUES.values()]
     for word in (w for group in cues for w in group):
         assert re.search(rf"\b{re.escape(word)}\b", text), word
+
+
+def _client_turn_emotions(csv_path: Path) -> list[list[list[str]]]:
+    """Per dialogue, per client turn (run of consecutive client rows), the rows' emotions."""
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
+    dialogues: list[list[list[str]]] = []
+    for _, group in itertools.groupby(rows, key=lambda r: r["Dialogue_ID"]):
+        turns: list[list[str]] = []
+        for speaker, run in itertools.groupby(group, key=lambda r: r["Speaker"]):
+            if speaker == "Client":
+                turns.append([r["Emotion"] for r in run])
+        dialogues.append(turns)
+    return dialogues
+
+
+def test_emotion_stay_sets_persistence_within_and_across_client_turns(tmp_path: Path) -> None:
+    settings = dict(num_dialogues=300, seed=5, turns=(6, 12), clips=False)
+    make_mesc(tmp_path / "fresh", emotion_stay=(1.0, 0.0), **settings)
+    dialogues = _client_turn_emotions(tmp_path / "fresh" / "MESC.csv")
+    within = [len(set(turn)) == 1 for turns in dialogues for turn in turns]
+    assert all(within)  # one emotion per client turn
+    pairs = [(a[-1], b[0]) for turns in dialogues for a, b in itertools.pairwise(turns)]
+    agree = np.mean([a == b for a, b in pairs])
+    # Redrawn per turn from the uniform prior: consecutive turns agree by chance (1/7 = 0.143).
+    assert len(pairs) > 400 and abs(agree - 1 / len(EMOTIONS)) < 0.05, (len(pairs), agree)
+
+    make_mesc(tmp_path / "default", **settings)
+    dialogues = _client_turn_emotions(tmp_path / "default" / "MESC.csv")
+    pairs = [(a[-1], b[0]) for turns in dialogues for a, b in itertools.pairwise(turns)]
+    # Kept with p = 0.6, else redrawn (which agrees 1/7 of the time): 0.6 + 0.4 / 7 = 0.657.
+    assert abs(np.mean([a == b for a, b in pairs]) - (0.6 + 0.4 / 7)) < 0.05
+    meta = json.loads((tmp_path / "fresh" / "synthetic_meta.json").read_text())
+    assert meta["settings"]["emotion_stay"] == [1.0, 0.0]
+    with pytest.raises(ValueError, match=r"emotion_stay\[1\]"):
+        make_mesc(tmp_path / "bad", emotion_stay=(0.5, 1.5), **settings)

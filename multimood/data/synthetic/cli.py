@@ -146,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     add(
         mesc,
+        "--emotion-stay",
+        mesc_defaults,
+        "emotion_stay",
+        "WITHIN,ACROSS: P(a client utterance keeps the previous client emotion) within a client "
+        "turn and from one client turn to the next",
+        type=_pair(float),
+    )
+    add(
+        mesc,
         "--split-fraction",
         mesc_defaults,
         "split_fraction",

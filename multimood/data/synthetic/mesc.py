@@ -33,9 +33,13 @@ names the topic and the client's opening mood. Turns come in blocks: a client bl
 then a therapist block of 1-3 (a dialogue starts with the therapist 10% of the time), so
 consecutive same-speaker turns are common, as in the real corpus.
 
-* Client emotion: the first client turn draws from ``emotion_prior`` (uniform by default, so chance
-  is 1/7; ``"mesc"`` uses the real client frequencies); each later client turn keeps the previous
-  emotion with probability 0.6, otherwise draws again.
+* Client emotion: the first client utterance draws from ``emotion_prior`` (uniform by default, so
+  chance is 1/7; ``"mesc"`` uses the real client frequencies); each later client utterance keeps
+  the previous client emotion with probability ``emotion_stay`` (0.6 by default, one value for the
+  next utterance of the same client turn and one for the first utterance of a later client turn),
+  otherwise draws again. ``emotion_stay=(1, 0)`` gives each client turn one emotion, drawn afresh
+  per turn, so the dialogue history says nothing about the current turn's emotion (the demo uses
+  it to show what a single informative modality is worth).
 * Therapist strategy: a function of the most recent client emotion and of the history: each
   emotion has a primary and a secondary strategy (:data:`STRATEGY_RULES`); the therapist uses the
   primary one unless its own previous strategy in this dialogue was that one, then the secondary.
@@ -137,7 +141,6 @@ MESC_CLIENT_PRIOR: dict[str, float] = {
     "fear": 0.014,
 }
 
-_STAY_PROBABILITY = 0.6
 _CLIENT_BLOCK = ((1, 2, 3, 4), (0.25, 0.3, 0.25, 0.2))
 _THERAPIST_BLOCK = ((1, 2, 3), (0.6, 0.3, 0.1))
 
@@ -185,6 +188,7 @@ class _Recipe:
     p: dict[str, float]
     label_noise: float
     prior: np.ndarray  # (7,) over EMOTIONS
+    emotion_stay: tuple[float, float]  # (within a client turn, from one client turn to the next)
 
 
 def _make_dialogue(rng: np.random.Generator, recipe: _Recipe) -> Dialogue:
@@ -204,9 +208,11 @@ def _make_dialogue(rng: np.random.Generator, recipe: _Recipe) -> Dialogue:
     last_cue = TEXT_CUES["neutral"][0]
     last_strategy: str | None = None
     turns: list[Turn] = []
+    previous_speaker: str | None = None
     for speaker in speakers:
         if speaker == CLIENT:
-            if client_emotion is None or rng.random() >= _STAY_PROBABILITY:
+            stay = recipe.emotion_stay[0 if previous_speaker == CLIENT else 1]
+            if client_emotion is None or rng.random() >= stay:
                 client_emotion = EMOTIONS[int(rng.choice(len(EMOTIONS), p=recipe.prior))]
             emotion, strategy = client_emotion, UNDEFINED_STRATEGY
         else:
@@ -246,7 +252,10 @@ def _make_dialogue(rng: np.random.Generator, recipe: _Recipe) -> Dialogue:
                 style=Style.draw(rng, shown["video"], shown["audio"], BACKGROUND[speaker]),
             )
         )
-    first_client = next((t.emotion for t in turns if t.speaker == CLIENT), "neutral")
+        previous_speaker = speaker
+    # The situation is text: it names the opening mood as the text channel shows it (with p_text),
+    # so text stays exactly as informative as p_text says.
+    first_client = next((t.shown["text"] for t in turns if t.speaker == CLIENT), "neutral")
     situation = SITUATION_TEMPLATE.format(event=event, cue=pick(rng, TEXT_CUES[first_client]))
     return Dialogue(problem_type=problem_type, situation=situation, turns=turns)
 
@@ -303,6 +312,7 @@ def make_mesc(
     p_description: float = 0.5,
     label_noise: float = 0.05,
     emotion_prior: str = "uniform",
+    emotion_stay: tuple[float, float] = (0.6, 0.6),
     split_fraction: float = 0.1,
     dialogues_per_episode: int = 4,
     episodes_per_season: int = 6,
@@ -324,6 +334,8 @@ def make_mesc(
             emotion rather than a distractor.
         label_noise: probability that a therapist turn's strategy and emotion are random.
         emotion_prior: ``"uniform"`` or ``"mesc"`` (the real client emotion frequencies).
+        emotion_stay: probability that a client utterance keeps the previous client emotion:
+            (next utterance of the same client turn, first utterance of a later client turn).
         split_fraction: share of dialogues in val.json and in test.json each (at least one each).
         dialogues_per_episode, episodes_per_season: how dialogues are laid out in time.
         clips: write ``clips/*.mp4``; False writes the annotations only (fast).
@@ -351,6 +363,8 @@ def make_mesc(
     for name, p in [
         *((f"p_{k}", v) for k, v in probs.items()),
         ("label_noise", label_noise),
+        ("emotion_stay[0]", emotion_stay[0]),
+        ("emotion_stay[1]", emotion_stay[1]),
     ]:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -375,6 +389,7 @@ def make_mesc(
         p=probs,
         label_noise=label_noise,
         prior=prior,
+        emotion_stay=(float(emotion_stay[0]), float(emotion_stay[1])),
     )
     dialogues: list[Dialogue] = []
     seen: set[tuple[str, ...]] = set()
@@ -495,6 +510,7 @@ def make_mesc(
             "p": probs,
             "label_noise": label_noise,
             "emotion_prior": emotion_prior,
+            "emotion_stay": list(emotion_stay),
             "split_fraction": split_fraction,
             "dialogues_per_episode": dialogues_per_episode,
             "episodes_per_season": episodes_per_season,

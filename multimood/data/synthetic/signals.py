@@ -78,7 +78,7 @@ DFEW_TO_KEY: dict[str, str] = {
 }
 
 META_NAME = "synthetic_meta.json"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: the situation's mood word follows the text channel
 BACKGROUND = {CLIENT: (30, 30, 30), THERAPIST: (55, 60, 80)}
 IDLE_COLOUR = (16, 16, 16)
 
