@@ -89,7 +89,8 @@ def check_config_paths(config: Any) -> None:
     from pathlib import Path
 
     data_dir = _get(config, "data.init_args.data_dir")
-    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+    needs_data = _get(config, "run") != "export"  # an export reads only weights
+    if needs_data and data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise FileNotFoundError(f"data.init_args.data_dir: {data_dir} is not a folder")
     for i, source in enumerate(_get(config, "model.init_args.init_from") or []):
         path = _get(source, "path")
@@ -141,10 +142,11 @@ class MultiMoodCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        if self.config.get("run") == "export" and not (
-            self.config.get("ckpt_path") and self.config.get("export_dir")
-        ):
+        run = self.config.get("run")
+        if run == "export" and not (self.config.get("ckpt_path") and self.config.get("export_dir")):
             raise SystemExit("--run export needs --ckpt_path (the weights) and --export_dir (where to write)")
+        if run in ("validate", "test") and not self.config.get("ckpt_path"):
+            raise SystemExit(f"--run {run} needs --ckpt_path (the weights to evaluate)")
         check_config_links(self.config)
         check_config_paths(self.config)
 
@@ -176,9 +178,7 @@ def main(args: list[str] | None = None) -> MultiMoodCLI:
             dequantize_4bit=config.get("export_dequantize_4bit", False),
             model_config=config.as_dict()["model"]["init_args"].get("model"),
         )
-    else:
-        if ckpt_path is None:
-            raise SystemExit(f"--run {run} needs --ckpt_path (the weights to evaluate)")
+    else:  # validate or test (a checkpoint is required, checked before anything was built)
         getattr(cli.trainer, run)(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     return cli
 

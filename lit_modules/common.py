@@ -243,12 +243,52 @@ def load_init_from(model: nn.Module, sources: Sequence[InitFrom], prefix: str = 
     return loaded
 
 
+# ----------------------------------------------------------------------------------- stage hooks
+def setup_stage(module: Any) -> None:
+    """``setup`` of every stage: the data's history tokenizer must be the compressor's (a wrong
+    ``<MEM>`` id would read every history as empty), and ``init_from`` is applied once per module
+    for every entry point (fit, validate, test): frozen parts from earlier stages are not in this
+    stage's checkpoints, and a test after fit must keep what the fit trained."""
+    datamodule = getattr(module.trainer, "datamodule", None)
+    history_tokenizer = getattr(datamodule, "history_tokenizer", None)
+    if history_tokenizer is not None:
+        module.model.check_history_tokenizer(history_tokenizer)
+    if module.init_from and not getattr(module, "_initialized_from", False):
+        load_init_from(module.model, module.init_from)
+        module._initialized_from = True
+
+
+def save_stage_checkpoint(module: nn.Module, checkpoint: dict[str, Any]) -> None:
+    """``on_save_checkpoint``: only what trains, plus the random states (see the module docstring)."""
+    keep_trainable_in_checkpoint(checkpoint, module)
+    save_rng_states(checkpoint)
+
+
+def load_stage_checkpoint(module: nn.Module, checkpoint: dict[str, Any]) -> None:
+    """``on_load_checkpoint``: the file must hold exactly the trainable tensors; random states back."""
+    check_resumable(checkpoint, module)
+    restore_rng_states(checkpoint)
+
+
+def warmup_optimizers(module: Any) -> dict[str, Any]:
+    """``configure_optimizers`` with the module's optimizer factory over what trains, stepped by a
+    warmup-then-decay schedule over the whole run (``warmup_ratio``, ``lr_schedule`` hparams)."""
+    optimizer = module.optimizer_factory(trainable_parameters(module.model))
+    schedule = warmup_schedule(
+        optimizer,
+        module.trainer.estimated_stepping_batches,
+        module.hparams.warmup_ratio,
+        module.hparams.lr_schedule,
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
 # ----------------------------------------------------------------------------------- schedules
 def warmup_schedule(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float, kind: LRSchedule
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup over ``ceil(warmup_ratio * total_steps)`` steps, then ``kind`` decay to 0
-    (the transformers Trainer's schedules, which the authors' and VideoLLaMA2's scripts use)."""
+    (the transformers Trainer's schedules; VideoLLaMA2's scripts use cosine)."""
     if not 0 <= warmup_ratio < 1:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
     if kind not in ("cosine", "linear", "constant"):

@@ -26,12 +26,12 @@ from torchmetrics import MeanMetric
 
 from lit_modules.common import (
     InitFrom,
-    check_resumable,
     check_stage_trains,
     init_from_hparams,
     init_from_list,
-    keep_trainable_in_checkpoint,
-    load_init_from,
+    load_stage_checkpoint,
+    save_stage_checkpoint,
+    setup_stage,
     trainable_parameters,
 )
 from multimood.constants import IGNORE_INDEX
@@ -143,18 +143,13 @@ class CompressorPretrainModule(L.LightningModule):
 
     # ------------------------------------------------------------------ setup and checkpoints
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "history_tokenizer"):
-            self.model.check_history_tokenizer(datamodule.history_tokenizer)
-        if self.init_from and not self._initialized_from:  # once, for fit, validate or test
-            load_init_from(self.model, self.init_from)
-            self._initialized_from = True
+        setup_stage(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep_trainable_in_checkpoint(checkpoint, self)
+        save_stage_checkpoint(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_resumable(checkpoint, self)
+        load_stage_checkpoint(self, checkpoint)
 
     # ------------------------------------------------------------------ steps
     def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -21,16 +21,13 @@ from lightning.pytorch.cli import OptimizerCallable
 from lit_modules.common import (
     InitFrom,
     LRSchedule,
-    check_resumable,
     check_stage_trains,
     init_from_hparams,
     init_from_list,
-    keep_trainable_in_checkpoint,
-    load_init_from,
-    restore_rng_states,
-    save_rng_states,
-    trainable_parameters,
-    warmup_schedule,
+    load_stage_checkpoint,
+    save_stage_checkpoint,
+    setup_stage,
+    warmup_optimizers,
 )
 from multimood.models import MultiMoodModel
 
@@ -85,22 +82,10 @@ class ProjectorAlignModule(L.LightningModule):
         self._initialized_from = False
 
     def setup(self, stage: str) -> None:
-        history_tokenizer = getattr(self.trainer.datamodule, "history_tokenizer", None)
-        if history_tokenizer is not None:
-            self.model.check_history_tokenizer(history_tokenizer)
-        if self.init_from and not self._initialized_from:
-            load_init_from(self.model, self.init_from)
-            self._initialized_from = True
+        setup_stage(self)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(trainable_parameters(self.model))
-        schedule = warmup_schedule(
-            optimizer,
-            self.trainer.estimated_stepping_batches,
-            self.hparams.warmup_ratio,
-            self.hparams.lr_schedule,
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return warmup_optimizers(self)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.model(batch).loss
@@ -112,9 +97,7 @@ class ProjectorAlignModule(L.LightningModule):
         self.log("val/loss", loss, batch_size=len(batch["sample_ids"]), sync_dist=True, prog_bar=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep_trainable_in_checkpoint(checkpoint, self)
-        save_rng_states(checkpoint)
+        save_stage_checkpoint(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_resumable(checkpoint, self)
-        restore_rng_states(checkpoint)
+        load_stage_checkpoint(self, checkpoint)

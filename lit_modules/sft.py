@@ -25,18 +25,15 @@ from lightning.pytorch.cli import OptimizerCallable
 from lit_modules.common import (
     InitFrom,
     LRSchedule,
-    check_resumable,
     check_stage_trains,
     gather_rows,
     init_from_hparams,
     init_from_list,
-    keep_trainable_in_checkpoint,
-    load_init_from,
-    restore_rng_states,
+    load_stage_checkpoint,
     run_folder,
-    save_rng_states,
-    trainable_parameters,
-    warmup_schedule,
+    save_stage_checkpoint,
+    setup_stage,
+    warmup_optimizers,
     write_results,
 )
 from multimood.metrics import confusion_image
@@ -99,29 +96,10 @@ class SFTModule(L.LightningModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
-        connect = getattr(datamodule, "connect", None)
-        if callable(connect):
-            connect(self.model)
-        history_tokenizer = getattr(datamodule, "history_tokenizer", None)
-        if history_tokenizer is not None:
-            self.model.check_history_tokenizer(history_tokenizer)
-        if self.init_from and not self._initialized_from:
-            # Once per module, for every entry point (fit, validate, test): frozen parts that came
-            # from an earlier stage are not in this stage's checkpoints. Never twice: a test after
-            # fit must keep the weights the fit trained.
-            load_init_from(self.model, self.init_from)
-            self._initialized_from = True
+        setup_stage(self)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(trainable_parameters(self.model))
-        schedule = warmup_schedule(
-            optimizer,
-            self.trainer.estimated_stepping_batches,
-            self.hparams.warmup_ratio,
-            self.hparams.lr_schedule,
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return warmup_optimizers(self)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -207,9 +185,7 @@ class SFTModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep_trainable_in_checkpoint(checkpoint, self)
-        save_rng_states(checkpoint)
+        save_stage_checkpoint(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_resumable(checkpoint, self)
-        restore_rng_states(checkpoint)
+        load_stage_checkpoint(self, checkpoint)
