@@ -58,8 +58,8 @@ class SFTModule(L.LightningModule):
         warmup_ratio: Fraction of the run's optimizer steps spent warming up linearly (paper 0.03).
         init_from: Earlier stages' weights to start from (stage A's ``history_compressor``, stage
             B's ``video_connector``/``audio_projector``); a resume is ``--ckpt_path`` instead.
-        generate_on_validation: Generate and score answers in validation too (test always does);
-            off keeps validation to the teacher-forced loss.
+        generate_on_validation: Generate and score answers in the validation loops of a fit (test
+            always does, and so does ``--run validate``); off keeps them to the teacher-forced loss.
         max_new_tokens: Longest generated answer (MESC answers reach ~390 tokens).
         num_beams: Beam width (1: greedy, as the authors' inference).
         bertscore_model: Local model (path or name) for BERTScore F1 of the responses; None
@@ -109,7 +109,7 @@ class SFTModule(L.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate_batch(batch, "val", generate=self.hparams.generate_on_validation)
+        self._evaluate_batch(batch, "val", generate=self._generates_in_validation())
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate_batch(batch, "test", generate=True)
@@ -121,11 +121,14 @@ class SFTModule(L.LightningModule):
         self._start_evaluation()
 
     def on_validation_epoch_end(self) -> None:
-        if self.hparams.generate_on_validation and not self.trainer.sanity_checking:
+        if self._generates_in_validation() and not self.trainer.sanity_checking:
             self._finish_evaluation("val")
 
     def on_test_epoch_end(self) -> None:
         self._finish_evaluation("test")
+
+    def _generates_in_validation(self) -> bool:
+        return self.hparams.generate_on_validation or self.trainer.state.fn == "validate"
 
     def _start_evaluation(self) -> None:
         self._rows = []
