@@ -240,3 +240,32 @@ def test_the_tiny_configs_run_end_to_end_and_evaluate_a_checkpoint(
     fit.main([*args, "--run=validate", f"--ckpt_path={last}", "--model.init_args.max_new_tokens=4"])
     (metrics,) = list((tmp_path / "eval").rglob("val/metrics.json"))
     assert json.loads(metrics.read_text())["num_samples"] >= 1
+
+
+def test_init_from_carries_stage_a_compressor_into_sft_by_value(tmp_path: Path, synthetic_mesc: Path) -> None:
+    from datamodules import MESCHistoryDataModule
+    from lit_modules import CompressorPretrainModule
+
+    # Stage A: the whole compressor trains, the LLM is frozen.
+    torch.manual_seed(1)
+    stage_a = MultiMoodModel(
+        LanguageModel("tiny:qwen2", trainable="frozen"),
+        history_compressor=lambda d: MambaHistoryCompressor(d, backbone="tiny:mamba", max_tokens=1024),
+    )
+    module_a = CompressorPretrainModule(stage_a, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
+    data_a = MESCHistoryDataModule(str(synthetic_mesc), unit="utterance", batch_size=4, limit_samples=8)
+    _trainer(tmp_path / "a", steps=2, enable_checkpointing=True).fit(module_a, datamodule=data_a)
+    (ckpt_a,) = (tmp_path / "a").rglob("*.ckpt")
+    trained = {k: v.clone() for k, v in stage_a.history_compressor.state_dict().items()}
+
+    # Stage C: a frozen compressor (same structure) starts from A's values; it stays frozen.
+    stage_c = _fused(media=False)
+    before = {k: v.clone() for k, v in stage_c.history_compressor.state_dict().items()}
+    assert any(not torch.equal(before[k], trained[k]) for k in trained)  # not equal by chance
+    module_c = SFTModule(
+        stage_c, optimizer=_sgd, init_from=[InitFrom(str(ckpt_a), components=["history_compressor"])]
+    )
+    data_c = _data(synthetic_mesc, media=False, history_mode="compressor")
+    _trainer(tmp_path / "c", steps=1).fit(module_c, datamodule=data_c)
+    for key, value in stage_c.history_compressor.state_dict().items():
+        assert torch.equal(value, trained[key]), key
