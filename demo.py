@@ -88,7 +88,7 @@ SFT_OPTIONS = {
     "data.init_args.modality_probs": "null",
     "trainer.gradient_clip_val": "1.0",
 }
-SFT_EPOCHS = 6
+SFT_EPOCHS = 16
 
 
 @dataclass
@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dialogues",
         type=int,
-        default=140,
-        help="synthetic MESC dialogues (default 140: ~120 train samples)",
+        default=300,
+        help="synthetic MESC dialogues (default 300: ~250 train samples)",
     )
     parser.add_argument(
         "--projector-epochs", type=int, default=None, help="stage B epochs (default: the tiny config's)"
