@@ -424,3 +424,31 @@ def test_emotion_stay_sets_persistence_within_and_across_client_turns(tmp_path: 
     assert meta["settings"]["emotion_stay"] == [1.0, 0.0]
     with pytest.raises(ValueError, match=r"emotion_stay\[1\]"):
         make_mesc(tmp_path / "bad", emotion_stay=(0.5, 1.5), **settings)
+
+
+def test_response_words_cuts_therapist_utterances_only(tmp_path: Path) -> None:
+    settings = dict(num_dialogues=40, seed=3, clips=False)
+    make_mesc(tmp_path / "whole", **settings)
+    make_mesc(tmp_path / "short", response_words=4, **settings)
+    read = lambda name: list(csv.DictReader(io.StringIO((tmp_path / name / "MESC.csv").read_text())))  # noqa: E731
+    whole, short = read("whole"), read("short")
+    assert len(whole) == len(short)
+    cut = 0
+    for a, b in zip(whole, short, strict=True):
+        assert (a["Speaker"], a["Emotion"], a["Strategy"]) == (b["Speaker"], b["Emotion"], b["Strategy"])
+        if a["Speaker"] == "Client":
+            assert a["Utterance"] == b["Utterance"]
+            continue
+        words = a["Utterance"].split()
+        assert len(b["Utterance"].split()) == min(4, len(words))
+        # The cut keeps the start (the opener that names the therapist's emotion) and ends in a full stop.
+        if len(words) > 4:
+            cut += 1
+            assert b["Utterance"] == " ".join(words[:4]).rstrip(",.?!") + "."
+        else:
+            assert b["Utterance"] == a["Utterance"]
+    assert cut > 20
+    meta = json.loads((tmp_path / "short" / "synthetic_meta.json").read_text())
+    assert meta["settings"]["response_words"] == 4
+    with pytest.raises(ValueError, match="response_words"):
+        make_mesc(tmp_path / "bad", response_words=0, **settings)

@@ -155,6 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     add(
         mesc,
+        "--response-words",
+        mesc_defaults,
+        "response_words",
+        "cut every therapist response to its first N words (None: the whole template)",
+        type=int,
+    )
+    add(
+        mesc,
         "--split-fraction",
         mesc_defaults,
         "split_fraction",

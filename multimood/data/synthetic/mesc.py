@@ -189,6 +189,7 @@ class _Recipe:
     label_noise: float
     prior: np.ndarray  # (7,) over EMOTIONS
     emotion_stay: tuple[float, float]  # (within a client turn, from one client turn to the next)
+    response_words: int | None  # therapist utterances cut to this many words; None: whole
 
 
 def _make_dialogue(rng: np.random.Generator, recipe: _Recipe) -> Dialogue:
@@ -237,7 +238,7 @@ def _make_dialogue(rng: np.random.Generator, recipe: _Recipe) -> Dialogue:
             # the therapist's emotion, the body the strategy, echoing the client's last cue word.
             shown["text"] = emotion
             body = RESPONSE_TEMPLATES[strategy].format(topic=topic, cue=last_cue)
-            utterance = f"{RESPONSE_OPENERS[emotion]} {body}".strip()
+            utterance = _shorten(f"{RESPONSE_OPENERS[emotion]} {body}".strip(), recipe.response_words)
         lo, hi = recipe.clip_seconds
         turns.append(
             Turn(
@@ -258,6 +259,14 @@ def _make_dialogue(rng: np.random.Generator, recipe: _Recipe) -> Dialogue:
     first_client = next((t.shown["text"] for t in turns if t.speaker == CLIENT), "neutral")
     situation = SITUATION_TEMPLATE.format(event=event, cue=pick(rng, TEXT_CUES[first_client]))
     return Dialogue(problem_type=problem_type, situation=situation, turns=turns)
+
+
+def _shorten(text: str, words: int | None) -> str:
+    """The first ``words`` words of ``text``, ending in a full stop (the whole text when None or shorter)."""
+    parts = text.split()
+    if words is None or len(parts) <= words:
+        return text
+    return " ".join(parts[:words]).rstrip(",.?!") + "."
 
 
 def _timestamp(ms: int) -> str:
@@ -313,6 +322,7 @@ def make_mesc(
     label_noise: float = 0.05,
     emotion_prior: str = "uniform",
     emotion_stay: tuple[float, float] = (0.6, 0.6),
+    response_words: int | None = None,
     split_fraction: float = 0.1,
     dialogues_per_episode: int = 4,
     episodes_per_season: int = 6,
@@ -336,6 +346,9 @@ def make_mesc(
         emotion_prior: ``"uniform"`` or ``"mesc"`` (the real client emotion frequencies).
         emotion_stay: probability that a client utterance keeps the previous client emotion:
             (next utterance of the same client turn, first utterance of a later client turn).
+        response_words: cut every therapist utterance (the response to generate) to its first
+            this many words, ending in a full stop; None (default) keeps the whole template. The
+            opener (therapist's emotion) comes first, then the strategy's template.
         split_fraction: share of dialogues in val.json and in test.json each (at least one each).
         dialogues_per_episode, episodes_per_season: how dialogues are laid out in time.
         clips: write ``clips/*.mp4``; False writes the annotations only (fast).
@@ -375,6 +388,8 @@ def make_mesc(
         prior = prior / prior.sum()
     else:
         raise ValueError(f"emotion_prior must be 'uniform' or 'mesc', got {emotion_prior!r}")
+    if response_words is not None and response_words < 1:
+        raise ValueError(f"response_words must be >= 1 or None, got {response_words}")
     if dialogues_per_episode < 1 or episodes_per_season < 1:
         raise ValueError("dialogues_per_episode and episodes_per_season must be >= 1")
     n_held = max(1, round(num_dialogues * split_fraction))
@@ -390,6 +405,7 @@ def make_mesc(
         label_noise=label_noise,
         prior=prior,
         emotion_stay=(float(emotion_stay[0]), float(emotion_stay[1])),
+        response_words=response_words,
     )
     dialogues: list[Dialogue] = []
     seen: set[tuple[str, ...]] = set()
@@ -511,6 +527,7 @@ def make_mesc(
             "label_noise": label_noise,
             "emotion_prior": emotion_prior,
             "emotion_stay": list(emotion_stay),
+            "response_words": response_words,
             "split_fraction": split_fraction,
             "dialogues_per_episode": dialogues_per_episode,
             "episodes_per_season": episodes_per_season,
