@@ -13,6 +13,7 @@ BENCHMARKS = [
     ["benchmarks.lora_bf16_updates"],
     ["benchmarks.model_modes"],
     ["benchmarks.sft_history_step"],
+    ["benchmarks.demo_wall_time"],
 ]
 
 
