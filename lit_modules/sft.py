@@ -161,13 +161,17 @@ class SFTModule(L.LightningModule):
 
     def _finish_evaluation(self, split: str) -> None:
         values = {k: float(v) for k, v in self._task_metrics().compute().items()}  # synchronised over ranks
+        # Collectives on every rank: the rows, the run folder (trainer.log_dir broadcasts it) and
+        # the confusion matrices (synchronised again when read).
         rows = gather_rows(self._rows)
-        folder = run_folder(self.trainer)  # on every rank: trainer.log_dir is a collective under DDP
+        folder = run_folder(self.trainer)
+        matrices = getattr(self.metrics, "confusion_matrices", None)
+        confusion = matrices() if callable(matrices) else {}
         if self.trainer.is_global_zero:
             predictions, _ = write_results(folder, split, rows, values)
             log.info("%s: %d answers scored, written to %s", split, len(rows), predictions)
             self._log_generations(split, rows)
-            self._log_confusion(split)
+            self._log_confusion(split, confusion)
         self.log_dict({f"{split}/{k}": v for k, v in values.items()}, rank_zero_only=True)
 
     def _log_generations(self, split: str, rows: list[dict[str, Any]]) -> None:
@@ -178,12 +182,11 @@ class SFTModule(L.LightningModule):
             text = f"**predicted**\n\n    {row['predict']}\n\n**reference**\n\n    {row['label']}"
             experiment.add_text(f"{split}/generation/{row['sample_id']}", text, self.global_step)
 
-    def _log_confusion(self, split: str) -> None:
+    def _log_confusion(self, split: str, confusion: dict[str, torch.Tensor]) -> None:
         experiment = getattr(self.logger, "experiment", None)
-        matrices = getattr(self.metrics, "confusion_matrices", None)
-        if not hasattr(experiment, "add_image") or not callable(matrices):
+        if not hasattr(experiment, "add_image"):
             return
-        for task, counts in matrices().items():  # rows: true class; last column: unparsed
+        for task, counts in confusion.items():  # rows: true class; last column: unparsed
             experiment.add_image(f"{split}/confusion/{task}", confusion_image(counts), self.global_step)
 
     # ------------------------------------------------------------------ checkpoints

@@ -89,6 +89,11 @@ class ConfusionCounts(Metric):
         """The ``(C, C + 1)`` counts: rows true class, columns predicted class, last column unparsed."""
         return self.confusion.clone()
 
+    def confusion_matrix(self) -> Tensor:
+        """The ``(C, C + 1)`` counts (last column: unparsed), synchronised across processes."""
+        with self.sync_context(should_sync=self._to_sync, should_unsync=self._should_unsync):
+            return self.confusion.clone()
+
 
 def accuracy(confusion: Tensor) -> Tensor:
     """Share of samples predicted right; unparsed predictions are misses (float64 scalar)."""
@@ -136,11 +141,6 @@ class TaskClassification(ConfusionCounts):
         """``{"accuracy": ..., "weighted_f1": ...}`` over every sample seen (unparsed = wrong)."""
         _check_not_empty(self.confusion, type(self).__name__)
         return {"accuracy": accuracy(self.confusion), "weighted_f1": weighted_f1(self.confusion)}
-
-    def confusion_matrix(self) -> Tensor:
-        """The ``(C, C + 1)`` counts (last column: unparsed), synchronised across processes."""
-        with self.sync_context(should_sync=self._to_sync, should_unsync=self._should_unsync):
-            return self.confusion.clone()
 
 
 class DFEWClassification(ConfusionCounts):
