@@ -115,7 +115,7 @@ def load_stage_weights(module: nn.Module, ckpt_path: str | Path) -> None:
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if "state_dict" not in checkpoint:
         raise ValueError(f"{path} has no 'state_dict' (not a Lightning checkpoint)")
     check_resumable(checkpoint, module, path=str(path))
@@ -211,7 +211,7 @@ def load_init_from(model: nn.Module, sources: Sequence[InitFrom], prefix: str = 
         path = Path(source.path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"init_from: checkpoint {path} not found")
-        state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
+        state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict")
         if state is None:
             raise ValueError(f"init_from: {path} has no 'state_dict' (not a Lightning checkpoint)")
         by_part: dict[str, dict[str, torch.Tensor]] = {}
