@@ -21,6 +21,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from multimood.models.trainable import trainable_table
+
 log = logging.getLogger(__name__)
 
 LRSchedule = Literal["cosine", "linear", "constant"]
@@ -51,10 +53,8 @@ def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
 
 
 def components_that_train(model: nn.Module) -> set[str]:
-    """Top-level child names of ``model`` with at least one trainable parameter."""
-    return {
-        name for name, child in model.named_children() if any(p.requires_grad for p in child.parameters())
-    }
+    """Top-level parts of ``model`` with at least one trainable parameter (from its trainable table)."""
+    return {name for name, row in trainable_table(model).items() if row["trainable_params"]}
 
 
 def check_stage_trains(
@@ -108,10 +108,7 @@ def load_stage_weights(module: nn.Module, ckpt_path: str | Path) -> None:
     """The weights ``--run validate|test`` evaluates, without a Trainer: the module's ``init_from``
     (frozen parts of earlier stages; once per module, as ``setup`` does), then the checkpoint's
     trainable tensors, refused unless they are exactly this run's (:func:`check_resumable`)."""
-    init_from = getattr(module, "init_from", None)
-    if init_from and not getattr(module, "_initialized_from", False):
-        load_init_from(module.model, init_from)
-        module._initialized_from = True
+    apply_init_from(module)
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
@@ -253,7 +250,21 @@ def setup_stage(module: Any) -> None:
     history_tokenizer = getattr(datamodule, "history_tokenizer", None)
     if history_tokenizer is not None:
         module.model.check_history_tokenizer(history_tokenizer)
-    if module.init_from and not getattr(module, "_initialized_from", False):
+    apply_init_from(module)
+
+
+def store_init_from(module: Any, init_from: Sequence[InitFrom | Mapping[str, Any]] | None) -> None:
+    """Constructor of every stage: keep ``init_from`` as :class:`InitFrom` entries on the module and
+    as plain dicts in its hyperparameters (list ``init_from`` in ``save_hyperparameters(ignore=...)``);
+    applied later by :func:`apply_init_from`."""
+    module.init_from = init_from_list(init_from)
+    module.hparams["init_from"] = init_from_hparams(module.init_from)
+    module._initialized_from = False
+
+
+def apply_init_from(module: Any) -> None:
+    """Load the module's ``init_from`` into ``module.model``, once per module instance."""
+    if module.init_from and not module._initialized_from:
         load_init_from(module.model, module.init_from)
         module._initialized_from = True
 
@@ -287,8 +298,9 @@ def warmup_optimizers(module: Any) -> dict[str, Any]:
 def warmup_schedule(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float, kind: LRSchedule
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over ``ceil(warmup_ratio * total_steps)`` steps, then ``kind`` decay to 0
-    (the transformers Trainer's schedules; VideoLLaMA2's scripts use cosine)."""
+    """Linear warmup over ``ceil(warmup_ratio * total_steps)`` steps (step ``i`` at
+    ``(i + 1) / (warmup + 1)`` of the lr, so the first step already moves), then ``kind`` decay to 0
+    (cosine, as VideoLLaMA2's scripts)."""
     if not 0 <= warmup_ratio < 1:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
     if kind not in ("cosine", "linear", "constant"):

@@ -27,11 +27,10 @@ from torchmetrics import MeanMetric
 from lit_modules.common import (
     InitFrom,
     check_stage_trains,
-    init_from_hparams,
-    init_from_list,
     load_stage_checkpoint,
     save_stage_checkpoint,
     setup_stage,
+    store_init_from,
     trainable_parameters,
 )
 from multimood.constants import IGNORE_INDEX
@@ -132,9 +131,7 @@ class CompressorPretrainModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.plateau_factor = plateau_factor
         self.plateau_patience = plateau_patience
-        self.init_from = init_from_list(init_from)
-        self.hparams["init_from"] = init_from_hparams(self.init_from)
-        self._initialized_from = False
+        store_init_from(self, init_from)
         # Checkpoints hold only the compressor; the frozen LLM is rebuilt from the config.
         self.strict_loading = False
         self.val_loss = MeanMetric()

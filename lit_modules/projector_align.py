@@ -22,11 +22,10 @@ from lit_modules.common import (
     InitFrom,
     LRSchedule,
     check_stage_trains,
-    init_from_hparams,
-    init_from_list,
     load_stage_checkpoint,
     save_stage_checkpoint,
     setup_stage,
+    store_init_from,
     warmup_optimizers,
 )
 from multimood.models import MultiMoodModel
@@ -76,10 +75,8 @@ class ProjectorAlignModule(L.LightningModule):
                 )
         self.model = model
         self.optimizer_factory = optimizer
-        self.init_from = init_from_list(init_from)
-        self.hparams["init_from"] = init_from_hparams(self.init_from)
+        store_init_from(self, init_from)
         self.strict_loading = False
-        self._initialized_from = False
 
     def setup(self, stage: str) -> None:
         setup_stage(self)

@@ -27,12 +27,11 @@ from lit_modules.common import (
     LRSchedule,
     check_stage_trains,
     gather_rows,
-    init_from_hparams,
-    init_from_list,
     load_stage_checkpoint,
     run_folder,
     save_stage_checkpoint,
     setup_stage,
+    store_init_from,
     warmup_optimizers,
     write_results,
 )
@@ -86,13 +85,11 @@ class SFTModule(L.LightningModule):
         check_stage_trains("SFTModule", model, allowed=SFT_TRAINABLE)
         self.model = model
         self.optimizer_factory = optimizer
-        self.init_from = init_from_list(init_from)
-        self.hparams["init_from"] = init_from_hparams(self.init_from)
+        store_init_from(self, init_from)
         # Checkpoints hold only what trains; frozen parts come back from the config.
         self.strict_loading = False
         self.metrics: Any = None
         self._rows: list[dict[str, Any]] = []
-        self._initialized_from = False
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
