@@ -19,6 +19,7 @@ from multimood.data.datasets import (
     MESCDataset,
     Modality,
     MultiModalCollator,
+    Target,
 )
 from multimood.data.media import AudioLoader, AudioMode
 from multimood.data.mesc import (
@@ -96,6 +97,12 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
         num_workers: DataLoader workers.
         seed: Seed of shuffling and of the per-sample modality draw.
         limit_samples: Use only the first N samples of each split (smoke runs, the demo).
+        target: What the batches teach: ``answer`` (the four-field answer; stages C and D) or
+            ``descriptions`` (stage B's alignment objective: the prompt is the media and one
+            instruction, the answer the generated face/voice descriptions of the clips used). The
+            descriptions come from the split files, so ``descriptions`` needs ``train.json`` (the
+            released MESC has none: stage B then trains on ``answer``, the default); samples whose
+            clips have no description are left out and counted in the log.
     """
 
     def __init__(
@@ -128,11 +135,17 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
         num_workers: int = 0,
         seed: int = 0,
         limit_samples: int | None = None,
+        target: Target = "answer",
     ) -> None:
         super().__init__()
+        if target not in ("answer", "descriptions"):
+            raise ValueError(f"data.init_args.target must be 'answer' or 'descriptions', got {target!r}")
         check_sample_options(sample_unit, history_length, history_unit)
         check_context_options(
-            Path(data_dir).expanduser(), descriptions, problem_situation, allow_eval_only_context
+            Path(data_dir).expanduser(),
+            True if target == "descriptions" else descriptions,
+            problem_situation,
+            allow_eval_only_context and target == "answer",
         )
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
@@ -181,7 +194,8 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
             sample_unit=hp.sample_unit,
             history_length=hp.history_length,
             history_unit=hp.history_unit,
-            descriptions=hp.descriptions,
+            # The descriptions target reads them from every split, whatever the prompt option says.
+            descriptions=True if hp.target == "descriptions" else hp.descriptions,
             problem_situation=hp.problem_situation,
             allow_eval_only_context=hp.allow_eval_only_context,
         )
@@ -206,7 +220,18 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
                 history_mode=hp.history_mode,
                 history_tokenizer=self.history_tokenizer,
                 prompt_max_tokens=hp.prompt_max_tokens,
+                target=hp.target,
             )
+            if hp.target == "descriptions" and not len(self.datasets[split]):
+                raise ValueError(
+                    f"target='descriptions': no {split} sample of {self.data_dir} has a clip description"
+                )
+            if self.datasets[split].without_description:
+                log.info(
+                    "%s: %d samples left out (their clips have no description to use as the target)",
+                    split,
+                    self.datasets[split].without_description,
+                )
 
     def make_metrics(self, bertscore_model: str | None = None) -> Any:
         """The four tasks of paper table 4, scored from generated answers."""

@@ -3,8 +3,9 @@
 Only the projections train: "the visual and audio encoders remain frozen during training" and the
 alignment stage trains "only the projection layers" (the STC connector and the audio projector;
 the history compressor's memory projector P_H when asked), with the LLM frozen. The objective is a
-data setting, not this module's: the batch's labels are either the generated face/voice
-descriptions (when the data provides them as targets) or the SFT answer.
+data setting, not this module's (``MESCDataModule(target=...)``): ``descriptions`` makes the labels
+the clips' generated face/voice descriptions under a media-only prompt (needs them in the train
+split: a ``train.json``), ``answer`` (default) the SFT answer.
 
 The paper's config can skip this stage and start stage C from VideoLLaMA2.1-AV's aligned
 projectors instead (:func:`multimood.models.checkpoints.load_videollama2_av`).

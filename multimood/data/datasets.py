@@ -34,11 +34,12 @@ from multimood.data.answer import format_answer, format_dfew_answer
 from multimood.data.dfew import DFEWSample
 from multimood.data.media import MEDIA_ERROR_REASONS, AudioLoader, MediaError, VideoLoader, pad_fbanks
 from multimood.data.mesc import Sample, format_history_turn
-from multimood.data.prompt import build_dfew_prompt, build_mesc_prompt
+from multimood.data.prompt import build_description_prompt, build_dfew_prompt, build_mesc_prompt
 from multimood.data.sampling import split_key
 
 log = logging.getLogger(__name__)
 
+Target = Literal["answer", "descriptions"]
 HistoryMode = Literal["compressor", "text", "none"]
 Modality = Literal["video", "audio"]
 # Index order of the paper's modality probabilities p = [p_a, p_v, p_av] (section 3.3).
@@ -283,6 +284,11 @@ class MESCDataset(Dataset):
             (``history_mode="compressor"``).
         prompt_max_tokens: budget of the chat-formatted prompt in LLM tokens (media placeholders
             count one each), None for none: :class:`MESCPromptBuilder` says what is cut first.
+        target: ``answer`` (the four-field answer of paper figure 4) or ``descriptions`` (stage B's
+            alignment objective: the prompt is the media and one instruction,
+            :data:`~multimood.data.prompt.DESCRIPTION_PROMPT`, and the answer is the generated
+            face/voice descriptions of the clips used, joined with spaces). Samples whose clips have
+            no description are left out and counted (``without_description``).
 
     Descriptions are whatever the samples carry (``load_mesc(descriptions=...)`` decides). Items
     carry ``history_turns`` / ``history_turns_dropped`` (history turns the LLM sees and those a
@@ -303,7 +309,10 @@ class MESCDataset(Dataset):
         history_mode: HistoryMode = "compressor",
         history_tokenizer: Any | None = None,
         prompt_max_tokens: int | None = 4096,
+        target: Target = "answer",
     ) -> None:
+        if target not in ("answer", "descriptions"):
+            raise ValueError(f"target must be 'answer' or 'descriptions', got {target!r}")
         self.prompt_builder = MESCPromptBuilder(encoder, history_mode, prompt_max_tokens)
         if history_mode == "compressor" and history_tokenizer is None:
             raise ValueError("history_mode='compressor' needs the compressor's history_tokenizer")
@@ -323,7 +332,16 @@ class MESCDataset(Dataset):
                 raise ValueError("modality_probs needs both modalities enabled")
         if max_client_clips is not None and max_client_clips < 1:
             raise ValueError(f"max_client_clips must be >= 1 or None, got {max_client_clips}")
-        self.samples = list(samples)
+        self.target = target
+        self.max_client_clips = max_client_clips
+        samples = list(samples)
+        if target == "descriptions":
+            described = [s for s in samples if self._description(s)]
+            self.without_description = len(samples) - len(described)
+            samples = described
+        else:
+            self.without_description = 0
+        self.samples = samples
         self.encoder = encoder
         self.clips_dir = None if clips_dir is None else Path(clips_dir)
         self.modalities = tuple(modalities) if self.clips_dir is not None else ()
@@ -333,7 +351,6 @@ class MESCDataset(Dataset):
         )
         self.video_loader = video_loader or VideoLoader()
         self.audio_loader = audio_loader or AudioLoader()
-        self.max_client_clips = max_client_clips
         self.history_mode = history_mode
         self.history_tokenizer = history_tokenizer
 
@@ -346,13 +363,29 @@ class MESCDataset(Dataset):
         draw = np.random.default_rng(seed).choice(3, p=self.modality_probs)
         return MODALITY_CHOICES[draw]
 
+    def _used_utterances(self, sample: Sample) -> tuple[Any, ...]:
+        """The client-turn utterances whose clips the sample decodes (the most recent ones)."""
+        utterances = sample.client_turn.utterances
+        return utterances[-self.max_client_clips :] if self.max_client_clips is not None else utterances
+
+    def _description(self, sample: Sample) -> str:
+        """Stage B's target: the descriptions of the clips used, joined ('' when there are none)."""
+        return " ".join(u.description for u in self._used_utterances(sample) if u.description)
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = split_key(key)
         sample = self.samples[index]
-        answer = format_answer(
-            sample.client_emotion, sample.therapist_emotion, sample.strategy, sample.response
-        )
-        prompt = self.prompt_builder(sample)
+        if self.target == "descriptions":
+            # No history and no client words: the description has to come from the media.
+            answer = self._description(sample)
+            prompt = FittedPrompt(
+                build_description_prompt(), self.encoder.prompt_ids(build_description_prompt()), []
+            )
+        else:
+            answer = format_answer(
+                sample.client_emotion, sample.therapist_emotion, sample.strategy, sample.response
+            )
+            prompt = self.prompt_builder(sample)
         item: dict[str, Any] = {
             "sample_id": sample.sample_id,
             **self.encoder.encode_ids(prompt.prompt_ids, answer),
@@ -368,16 +401,15 @@ class MESCDataset(Dataset):
             "history_turns_dropped": prompt.history_turns_dropped,
             "client_tokens_dropped": prompt.client_tokens_dropped,
         }
-        if self.history_mode == "compressor":  # the compressor's own budget decides what it keeps
+        if self.history_mode == "compressor" and self.target == "answer":
+            # the compressor's own budget decides what it keeps
             item["history"] = self.history_tokenizer(prompt.history_lines)
             item["history_turns"] = item["history"].num_kept
             item["history_turns_dropped"] = item["history"].num_dropped
         chosen = self._chosen_modalities(seed)
         item["modalities"] = chosen
         if chosen:
-            clips = [self.clips_dir / name for name in sample.clip_names]
-            if self.max_client_clips is not None:
-                clips = clips[-self.max_client_clips :]
+            clips = [self.clips_dir / u.clip_name for u in self._used_utterances(sample)]
             if "video" in chosen:
                 item["video"] = self._load(item, "video", self.video_loader, clips)
             if "audio" in chosen:

@@ -106,6 +106,25 @@ def build_mesc_prompt(
     )
 
 
+# Stage B with descriptions as targets: the media and one instruction; the answer is the generated
+# face/voice description of the clips. Neither the paper nor the authors' code gives an alignment
+# prompt; VideoLLaMA2's alignment stage pairs the media with a short instruction and the caption as
+# the answer, and this follows it. No history, no client words: the description must come from the
+# media.
+DESCRIPTION_PROMPT = "\n".join(
+    [
+        f"Video: {VIDEO_TOKEN}",
+        f"Audio: {AUDIO_TOKEN}",
+        "Describe the client's facial expression and voice in this clip.",
+    ]
+)
+
+
+def build_description_prompt() -> str:
+    """The user message of stage B when the target is the clips' face/voice descriptions."""
+    return DESCRIPTION_PROMPT
+
+
 # DFEW (paper section 4.1, table 3): emotion recognition from video alone, one of the 7 classes.
 DFEW_ANSWER_FIELD = "Emotion"
 DFEW_PROMPT = "\n".join(

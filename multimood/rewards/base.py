@@ -68,9 +68,7 @@ class RewardComponent(Protocol):
 def check_lengths(name: str, completions: Sequence[str], references: Sequence[str]) -> None:
     """Fail, naming the component, when completions and references do not pair up."""
     if len(completions) != len(references):
-        raise ValueError(
-            f"reward {name!r}: {len(completions)} completions but {len(references)} references"
-        )
+        raise ValueError(f"reward {name!r}: {len(completions)} completions but {len(references)} references")
 
 
 def responses(texts: Sequence[str]) -> list[str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -336,3 +337,73 @@ def test_text_mode_prompts_stay_within_the_budget(synthetic_mesc: Path) -> None:
             seen += 1
     assert seen == len(dm.datasets["train"])
     assert dropped_somewhere > 0  # the budget was small enough to matter
+
+
+@pytest.mark.real_data
+def test_descriptions_target_needs_train_descriptions(real_mesc_dir: Path) -> None:
+    # The released MESC has no train.json: stage B cannot train on descriptions there.
+    with pytest.raises(MESCContextError, match=re.escape(str(real_mesc_dir / "train.json"))):
+        MESCDataModule(str(real_mesc_dir), tokenizer=REAL_TOKENIZER, target="descriptions")
+    with pytest.raises(MESCContextError):  # allowing eval-only context does not help a training target
+        MESCDataModule(
+            str(real_mesc_dir), tokenizer=REAL_TOKENIZER, target="descriptions", allow_eval_only_context=True
+        )
+
+
+def test_descriptions_target_teaches_the_clip_descriptions(synthetic_mesc: Path) -> None:
+    dm = MESCDataModule(
+        str(synthetic_mesc),
+        clips_dir="clips",
+        tokenizer="tiny:qwen2",
+        history_tokenizer="tiny:mamba",  # ignored: the descriptions prompt has no history
+        target="descriptions",
+        descriptions=False,  # the answer target's prompt option; the descriptions target reads them anyway
+        num_frames=2,
+        image_size=56,
+        max_client_clips=2,
+        batch_size=3,
+        limit_samples=6,
+    )
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    batch = next(iter(dm.train_dataloader()))
+    tok = dm.tokenizer
+    assert "history_ids" not in batch
+    assert batch["video"].shape[:2] == (3, 2)
+    for b, sample_id in enumerate(batch["sample_ids"]):
+        sample = next(s for s in dataset.samples if s.sample_id == sample_id)
+        expected = " ".join(u.description for u in sample.client_turn.utterances[-2:] if u.description)
+        assert expected and batch["answers"][b] == expected
+        user = _decode(tok, batch["prompt_ids"][b], batch["prompt_attention_mask"][b])
+        assert VIDEO_TOKEN in user and AUDIO_TOKEN in user and HISTORY_TOKEN not in user
+        assert sample.client_utterance not in user  # no client words: the media must carry it
+        assert "Describe the client's facial expression and voice" in user
+        supervised = batch["labels"][b][batch["labels"][b] != IGNORE_INDEX]
+        assert tok.decode(supervised, skip_special_tokens=True).strip() == expected
+
+
+def test_descriptions_target_leaves_out_and_counts_undescribed_samples(synthetic_mesc: Path) -> None:
+    from multimood.data.datasets import ChatEncoder, MESCDataset
+    from multimood.data.mesc import load_mesc
+
+    samples = load_mesc(synthetic_mesc, descriptions=True).samples["train"][:5]
+    assert len(samples) == 5
+    # Strip the descriptions of two samples' client turns (a split file that lacks them).
+    stripped = []
+    for i, sample in enumerate(samples):
+        if i in (1, 3):
+            utterances = tuple(
+                dataclasses.replace(u, description=None) for u in sample.client_turn.utterances
+            )
+            sample = dataclasses.replace(
+                sample, client_turn=dataclasses.replace(sample.client_turn, utterances=utterances)
+            )
+        stripped.append(sample)
+    from multimood.tokenization import load_llm_tokenizer
+
+    encoder = ChatEncoder(load_llm_tokenizer("tiny:qwen2"))
+    dataset = MESCDataset(stripped, encoder, history_mode="none", target="descriptions")
+    assert dataset.without_description == 2
+    assert [s.sample_id for s in dataset.samples] == [stripped[i].sample_id for i in (0, 2, 4)]
+    with pytest.raises(ValueError, match="target must be"):
+        MESCDataset(stripped, encoder, history_mode="none", target="caption")

@@ -105,13 +105,17 @@ def test_sft_trains_exactly_the_llm_adapters(tmp_path: Path, synthetic_mesc: Pat
     assert _changed(before, model) == expected
 
 
-def test_projector_alignment_trains_exactly_the_projections(tmp_path: Path, synthetic_mesc: Path) -> None:
+@pytest.mark.parametrize("target", ["answer", "descriptions"])
+def test_projector_alignment_trains_exactly_the_projections(
+    tmp_path: Path, synthetic_mesc: Path, target: str
+) -> None:
+    # Both objectives of stage B: the SFT answer, or the clips' descriptions as the targets.
     model = _fused(llm="frozen", projectors="full")
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     assert {n.split(".")[0] for n in expected} == {"video_connector", "audio_projector"}
     before = _snapshot(model)
     module = ProjectorAlignModule(model, optimizer=_sgd, warmup_ratio=0.0, lr_schedule="constant")
-    data = _data(synthetic_mesc, modality_probs=None)  # every sample has both media
+    data = _data(synthetic_mesc, modality_probs=None, target=target)  # every sample has both media
     _trainer(tmp_path, steps=2).fit(module, datamodule=data)
     changed = _changed(before, model)
     # Every tensor of both projections moves (biases included); nothing else does.
