@@ -26,16 +26,13 @@ from lit_modules.common import (
     InitFrom,
     LRSchedule,
     check_stage_trains,
-    gather_rows,
     load_stage_checkpoint,
-    run_folder,
     save_stage_checkpoint,
     setup_stage,
     store_init_from,
     warmup_optimizers,
-    write_results,
 )
-from multimood.metrics import confusion_image
+from lit_modules.evaluation import AnswerEvaluation
 from multimood.models import MultiMoodModel
 
 log = logging.getLogger(__name__)
@@ -88,8 +85,7 @@ class SFTModule(L.LightningModule):
         store_init_from(self, init_from)
         # Checkpoints hold only what trains; frozen parts come back from the config.
         self.strict_loading = False
-        self.metrics: Any = None
-        self._rows: list[dict[str, Any]] = []
+        self.evaluation = AnswerEvaluation(max_new_tokens, num_beams, bertscore_model, log_generations)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -128,63 +124,16 @@ class SFTModule(L.LightningModule):
         return self.hparams.generate_on_validation or self.trainer.state.fn == "validate"
 
     def _start_evaluation(self) -> None:
-        self._rows = []
-        if self.metrics is not None:
-            self.metrics.reset()
-
-    def _task_metrics(self) -> Any:
-        if self.metrics is None:  # the data decides the task, and so the metrics
-            self.metrics = self.trainer.datamodule.make_metrics(bertscore_model=self.hparams.bertscore_model)
-            self.metrics.to(self.device)
-        return self.metrics
+        self.evaluation.start()
 
     def _evaluate_batch(self, batch: dict[str, Any], split: str, generate: bool) -> None:
-        # No collective in here: evaluation shards may differ by one batch across ranks.
         size = len(batch["sample_ids"])
         self.log(f"{split}/loss", self.model(batch).loss, batch_size=size, sync_dist=True)
-        if not generate or self.trainer.sanity_checking:
-            return
-        predictions = self.model.generate(
-            batch,
-            max_new_tokens=self.hparams.max_new_tokens,
-            num_beams=self.hparams.num_beams,
-            do_sample=False,
-        )
-        self._task_metrics().update(predictions, batch["answers"])
-        self._rows += [
-            {"sample_id": sid, "label": label, "predict": predict}
-            for sid, label, predict in zip(batch["sample_ids"], batch["answers"], predictions, strict=True)
-        ]
+        if generate and not self.trainer.sanity_checking:
+            self.evaluation.update(self, batch)
 
     def _finish_evaluation(self, split: str) -> None:
-        values = {k: float(v) for k, v in self._task_metrics().compute().items()}  # synchronised over ranks
-        # Collectives on every rank: the rows, the run folder (trainer.log_dir broadcasts it) and
-        # the confusion matrices (synchronised again when read).
-        rows = gather_rows(self._rows)
-        folder = run_folder(self.trainer)
-        matrices = getattr(self.metrics, "confusion_matrices", None)
-        confusion = matrices() if callable(matrices) else {}
-        if self.trainer.is_global_zero:
-            predictions, _ = write_results(folder, split, rows, values)
-            log.info("%s: %d answers scored, written to %s", split, len(rows), predictions)
-            self._log_generations(split, rows)
-            self._log_confusion(split, confusion)
-        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, rank_zero_only=True)
-
-    def _log_generations(self, split: str, rows: list[dict[str, Any]]) -> None:
-        experiment = getattr(self.logger, "experiment", None)
-        if not self.hparams.log_generations or not hasattr(experiment, "add_text"):
-            return
-        for row in rows[: self.hparams.log_generations]:
-            text = f"**predicted**\n\n    {row['predict']}\n\n**reference**\n\n    {row['label']}"
-            experiment.add_text(f"{split}/generation/{row['sample_id']}", text, self.global_step)
-
-    def _log_confusion(self, split: str, confusion: dict[str, torch.Tensor]) -> None:
-        experiment = getattr(self.logger, "experiment", None)
-        if not hasattr(experiment, "add_image"):
-            return
-        for task, counts in confusion.items():  # rows: true class; last column: unparsed
-            experiment.add_image(f"{split}/confusion/{task}", confusion_image(counts), self.global_step)
+        self.evaluation.finish(self, split)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
