@@ -19,6 +19,8 @@ FSDP a layer holds one dtype and can be flattened and sharded.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 import warnings
 from typing import Any, Literal
 
@@ -317,6 +319,23 @@ class LanguageModel(nn.Module):
     def forward(self, **kwargs: Any) -> Any:
         """The wrapped model's forward (``inputs_embeds``, ``attention_mask``, ``labels``, ...)."""
         return self.model(**kwargs)
+
+    @property
+    def has_adapter(self) -> bool:
+        """Whether the LM carries LoRA adapters (``trainable="lora"``)."""
+        return hasattr(self.model, "disable_adapter")
+
+    @contextmanager
+    def adapter_disabled(self) -> Iterator[None]:
+        """Run the block on the base weights alone (peft's ``disable_adapter``): the RL stages'
+        reference model, without a second copy of the LM. Fails when there is no adapter."""
+        if not self.has_adapter:
+            raise ValueError(
+                "the LM has no LoRA adapter to disable (trainable is not 'lora'): the RL reference "
+                "model is the base with the adapter disabled"
+            )
+        with self.model.disable_adapter():
+            yield
 
     @torch.no_grad()
     def generate(self, **kwargs: Any) -> Any:
