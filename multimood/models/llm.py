@@ -19,9 +19,9 @@ FSDP a layer holds one dtype and can be flattened and sharded.
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-import warnings
 from typing import Any, Literal
 
 import torch
