@@ -253,14 +253,14 @@ class _CachedJudge:
         for key, item in zip(keys, items, strict=True):
             unique.setdefault(key, (item[0], item[1]))
         cache = JudgementCache(self.cache_dir) if self.cache_dir else None
-        known: dict[str, Scores | None] = dict(cache.get_many(list(unique))) if cache else {}
+        known: dict[str, Scores | None] = dict(cache.get_many(list(unique))) if cache is not None else {}
         hits = len(known)
         todo = [key for key in unique if key not in known]
         stats: dict[str, float] = {"judge_calls": 0.0}
         if todo:
             scores, stats = self._judge_uncached([unique[key] for key in todo])
             fresh = dict(zip(todo, scores, strict=True))
-            if cache:
+            if cache is not None:
                 cache.put_many({key: value for key, value in fresh.items() if value is not None})
             known.update(fresh)
         results = [known[key] for key in keys]
@@ -433,12 +433,12 @@ class OpenAIJudge(_CachedJudge):
         return min(self.max_backoff_s, self.backoff_s * 2 ** (retry - 1)) * rng.uniform(0.5, 1.0)
 
     def _judge_uncached(self, items: list[tuple[str, str]]) -> tuple[list[Scores | None], dict[str, float]]:
-        return _run_coroutine(self._judge_all(items, self._api_key()))
+        return _run_coroutine(self._judge_all(items, self._api_key(), time.monotonic()))
 
     async def _judge_all(
-        self, items: list[tuple[str, str]], api_key: str
+        self, items: list[tuple[str, str]], api_key: str, started: float
     ) -> tuple[list[Scores | None], dict[str, float]]:
-        import openai
+        import openai  # here, not at module level: it takes seconds and TransformersJudge needs none of it
 
         counters = {"judge_calls": 0.0, "retries": 0.0, "parse_failures": 0.0, "deadline_cancelled": 0.0}
         reasons: list[str] = []
@@ -452,7 +452,11 @@ class OpenAIJudge(_CachedJudge):
                 asyncio.create_task(self._judge_one(client, semaphore, s, c, counters, reasons, rng))
                 for s, c in items
             ]
-            done, pending = await asyncio.wait(tasks, timeout=self.deadline_s)
+            # the deadline counts from the call's start (the client's import and set-up included)
+            remaining = (
+                None if self.deadline_s is None else max(0.0, self.deadline_s - (time.monotonic() - started))
+            )
+            done, pending = await asyncio.wait(tasks, timeout=remaining)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

@@ -67,6 +67,8 @@ class JudgeServer:
         self.lock = threading.Lock()
         self.attempts: Counter[str] = Counter()
         self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests being answered at once
         self.authorization: set[str] = set()
         self._stop = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -81,6 +83,7 @@ class JudgeServer:
         with self.lock:
             self.attempts.clear()
             self.requests = 0
+            self.max_in_flight = 0
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
@@ -113,6 +116,15 @@ class JudgeServer:
                     owner.attempts[sentence] += 1
                     owner.requests += 1
                     owner.authorization.add(self.headers.get("Authorization", ""))
+                    owner.in_flight += 1
+                    owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+                try:
+                    self._answer(body, sentence, attempt)
+                finally:
+                    with owner.lock:
+                        owner.in_flight -= 1
+
+            def _answer(self, body: dict[str, Any], sentence: str, attempt: int) -> None:
                 reply = owner.script(sentence, attempt)
                 if reply.hang:
                     owner._stop.wait(owner.max_hang_s)
