@@ -68,6 +68,8 @@ def scripted(sentence: str, attempt: int) -> Reply:
         return Reply(hang=True)
     if sentence == "Bad request.":
         return Reply(status=400)
+    if sentence == "Request timeout once.":
+        return Reply(status=408) if attempt == 0 else Reply(scores=uniform_scores(6))
     return Reply(scores=uniform_scores(10))
 
 
@@ -81,9 +83,10 @@ COMPLETIONS = [
     answer("Bad request."),  # 400, not retried -> missing
     answer("Fine. Silent forever."),  # one sentence missing -> the response is missing
     "no answer lines at all",  # unparsed -> missing
+    answer("Request timeout once."),  # 408 (retried, unlike other 4xx) then 6 -> 5/9
 ]
-EXPECTED_PRESENT = [True, True, True, True, False, False, False, False, False]
-EXPECTED_VALUES = [7.5 / 9, 3 / 9, 0.0, 8 / 9, 0, 0, 0, 0, 0]
+EXPECTED_PRESENT = [True, True, True, True, False, False, False, False, False, True]
+EXPECTED_VALUES = [7.5 / 9, 3 / 9, 0.0, 8 / 9, 0, 0, 0, 0, 0, 5 / 9]
 # requests per sentence: retries of timeouts/429/5xx up to max_retries=2, parse retries 1, no retry of 400
 EXPECTED_ATTEMPTS = {
     "I hear you.": 1,
@@ -96,6 +99,7 @@ EXPECTED_ATTEMPTS = {
     "Bad request.": 1,
     "Fine.": 1,
     "Silent forever.": 3,
+    "Request timeout once.": 2,
 }
 
 
@@ -122,7 +126,7 @@ def test_one_step_with_every_failure(caplog: pytest.LogCaptureFixture, capfd: py
 
     # the missing judgements are reported, with reasons
     warnings = [r.getMessage() for r in caplog.records if r.name == "multimood.rewards.trust"]
-    assert any("4 of 10 judgement(s) missing" in w and "HTTP 400 (not retried)" in w for w in warnings)
+    assert any("4 of 11 judgement(s) missing" in w and "HTTP 400 (not retried)" in w for w in warnings)
     # the key was used (sent to the server) and appears in no log line, repr or output
     assert server.authorization == {f"Bearer {KEY}"}
     assert KEY not in caplog.text
