@@ -276,7 +276,7 @@ class _CachedJudge:
         )
 
 
-def _run_coroutine(make: Coroutine[Any, Any, T]) -> T:
+def _run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion from synchronous code.
 
     With no event loop running in this thread (a training script), a private loop runs it
@@ -286,9 +286,9 @@ def _run_coroutine(make: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(make)
+        return asyncio.run(coroutine)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="trust-judge") as pool:
-        return pool.submit(asyncio.run, make).result()
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _retry_after_seconds(headers: Any) -> float | None:
@@ -757,6 +757,12 @@ class TrustReward:
             **{k: float(v) for k, v in counts.items()},
             "sentences": float(len(items)),
             "seconds": time.perf_counter() - start,
+            # the judge's own counts (retries, parse failures, deadline cancellations, its seconds)
+            **{
+                f"judge_{k}": float(v)
+                for k, v in result.stats.items()
+                if k not in ("judge_calls", "cache_hits", "failures")
+            },
         }
         if not all(math.isfinite(v) for v in stats.values()):  # pragma: no cover - a judge bug
             raise ValueError(f"TrustReward: non-finite stats {stats}")

@@ -122,6 +122,8 @@ def test_one_step_with_every_failure(caplog: pytest.LogCaptureFixture, capfd: py
     assert stats["failures"] == 4  # out of range, never replies, bad request, silent forever
     assert (stats["missing"], stats["missing_judge"], stats["missing_unparsed"]) == (5, 4, 1)
     assert stats["cache_hits"] == 0
+    assert stats["judge_retries"] == 1 + 2 + 2 + 2 + 1  # 429, two 500s, two hanging sentences x 2, 408
+    assert stats["judge_parse_failures"] == 1 + 2  # malformed once, out of range twice
     assert all(v == v for v in stats.values())  # no NaN
 
     # the missing judgements are reported, with reasons
