@@ -117,7 +117,9 @@ class GRPOModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "reward", "optimizer", "rollout", "init_from"])
         if num_generations < 2:
-            raise ValueError(f"num_generations must be >= 2 (advantages are relative to the group), got {num_generations}")
+            raise ValueError(
+                f"num_generations must be >= 2 (advantages are relative to the group), got {num_generations}"
+            )
         if updates_per_generation < 1:
             raise ValueError(f"updates_per_generation must be >= 1, got {updates_per_generation}")
         if beta < 0:
@@ -200,11 +202,24 @@ class GRPOModule(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if hp.max_grad_norm is not None:
-                self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+                self.clip_gradients(
+                    optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm"
+                )
             optimizer.step()
             scheduler.step()
 
-        self._log_step(loss, stats, reward, values, present, mask, texts, prompts, generated - started, rewarded - generated)
+        self._log_step(
+            loss,
+            stats,
+            reward,
+            values,
+            present,
+            mask,
+            texts,
+            prompts,
+            generated - started,
+            rewarded - generated,
+        )
 
     def _log_step(
         self,
