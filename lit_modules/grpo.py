@@ -261,7 +261,8 @@ class GRPOModule(L.LightningModule):
         size = len(texts)
         finite = {k: v for k, v in logged.items() if not (torch.is_tensor(v) and not torch.isfinite(v).all())}
         self.log_dict(finite, batch_size=size, prog_bar=False)
-        self.log("reward", logged["train/reward"], batch_size=size, prog_bar=True, logger=False)
+        if "train/reward" in finite:
+            self.log("reward", finite["train/reward"], batch_size=size, prog_bar=True, logger=False)
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
