@@ -16,16 +16,17 @@ has five lines::
     Therapist's strategy: Restatement
     Therapist's response: It sounds like the move left you feeling alone.
 
-It goes first, not last, because the answer parser reads the response up to the next field name
-or a blank line: a ``Rationale:`` line written after the response would become part of the
-response (and of r_sim, BLEU and ROUGE). First, it is text before the answer, which the parser
-ignores, and the emotion is written after its reason. :func:`read_rationale` finds the line
-wherever it is (first or last, markdown bold, any case) and :func:`strip_rationale` removes it.
-:data:`RATIONALE_INSTRUCTION` is the sentence to append to the prompt's output format to ask for
-it.
+It goes first so that the emotion is written after its reason. The answer parser
+(:func:`~multimood.data.answer.parse_answer`) blanks ``Rationale:`` lines wherever they are, so the
+rationale is never part of the response (r_sim, r_trust, BLEU, ROUGE) nor of a label, even when a
+model writes it last. :func:`read_rationale` finds the line wherever it is (first or last,
+markdown bold, any case) and :func:`strip_rationale` removes it. :data:`RATIONALE_INSTRUCTION`
+(defined with the prompt, :mod:`multimood.data.prompt`) asks for it: the MESC data option
+``rationale: true`` appends it to the prompt's output format.
 
 The component is off by default everywhere; enable it by adding it to a
-:class:`~multimood.rewards.combine.CombinedReward` with a trained verifier folder.
+:class:`~multimood.rewards.combine.CombinedReward` with a trained verifier folder, and turn on the
+data option so the model is asked for the line (``docs/design/rewards.md``).
 """
 
 from __future__ import annotations
@@ -36,22 +37,18 @@ from pathlib import Path
 
 import torch
 
-from multimood.data.answer import parse_answer
+from multimood.data.answer import RATIONALE_LINE, parse_answer
+from multimood.data.prompt import RATIONALE_FIELD, RATIONALE_INSTRUCTION
 from multimood.rewards.base import RewardOutput, check_lengths
 from multimood.rewards.emotion_verifier import EmotionVerifier
 
-RATIONALE_FIELD = "Rationale"
-
-RATIONALE_INSTRUCTION = (
-    "Before these four lines, write one line 'Rationale: <one sentence on what in the client's words, "
-    "face and voice shows their emotion>'."
-)
-
-# "Rationale:" at the start of a line, after an optional bullet/heading and markdown emphasis.
-_RATIONALE = re.compile(
-    r"^[ \t]*(?:[#>*+•-]+[ \t]*)?(?:\*\*|__|\*|_)?[ \t]*rationale[ \t]*(?:\*\*|__|\*|_)?[ \t]*[:：](?P<text>[^\n]*)$",
-    re.IGNORECASE | re.MULTILINE,
-)
+__all__ = [
+    "RATIONALE_FIELD",
+    "RATIONALE_INSTRUCTION",
+    "RationaleReward",
+    "read_rationale",
+    "strip_rationale",
+]
 
 # Bold closing after the colon ("**Rationale:** text"): markup, not rationale.
 _CLOSING_MARKUP = re.compile(r"^[ \t]*(?:\*\*|__)")
@@ -62,7 +59,7 @@ def read_rationale(text: str) -> str | None:
 
     Bold markup around the field name is dropped; emphasis inside the text is kept as written.
     """
-    for match in _RATIONALE.finditer(text or ""):
+    for match in RATIONALE_LINE.finditer(text or ""):
         rationale = _CLOSING_MARKUP.sub("", match["text"]).strip()
         if rationale:
             return rationale
@@ -71,7 +68,7 @@ def read_rationale(text: str) -> str | None:
 
 def strip_rationale(text: str) -> str:
     """``text`` without its ``Rationale:`` lines (e.g. before scoring an answer that put it last)."""
-    return _RATIONALE.sub("", text or "").strip("\n")
+    return RATIONALE_LINE.sub("", text or "").strip("\n")
 
 
 class RationaleReward:
