@@ -189,3 +189,31 @@ def test_bad_grpo_setups_are_refused() -> None:
         GRPOModule(_fused(connector="full"), reward)
     with pytest.raises(ValueError, match="num_generations"):
         GRPOModule(_fused(), reward, num_generations=1)
+
+
+def test_the_tiny_grpo_config_runs_end_to_end(tmp_path: Path, synthetic_mesc: Path) -> None:
+    import fit
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "grpo" / "tiny.yaml"
+    fit.main(
+        [
+            "--config",
+            str(config),
+            f"--data.init_args.data_dir={synthetic_mesc}",
+            "--data.init_args.limit_samples=4",
+            "--data.init_args.batch_size=2",
+            "--data.init_args.num_frames=2",
+            "--data.init_args.max_audio_seconds=1.0",
+            "--trainer.max_steps=1",
+            "--trainer.limit_test_batches=1",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--model.init_args.rollout.init_args.max_new_tokens=4",
+            "--model.init_args.max_new_tokens=4",
+        ]
+    )
+    (last,) = tmp_path.rglob("checkpoints/last.ckpt")
+    state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    assert state and all("lora_" in key for key in state)  # only the adapter GRPO trains
+    (metrics,) = tmp_path.rglob("test/metrics.json")
+    assert metrics.is_file()
