@@ -90,6 +90,17 @@ SFT_OPTIONS = {
 }
 SFT_EPOCHS = 16
 
+# Stage D as the demo runs it: configs/grpo/tiny.yaml (LoRA on C's merged LLM, G 4, beta 1.12, trust by a
+# local tiny judge + similarity by the tiny BGE-M3), on the video alone as C, for a few dozen steps.
+GRPO_OPTIONS = {
+    "trainer.limit_train_batches": "24",
+    "trainer.limit_val_batches": "0",
+    "model.init_args.optimizer.init_args.lr": "2.0e-3",
+    "model.init_args.rollout.init_args.max_new_tokens": "32",
+    "model.init_args.max_new_tokens": "32",
+    "data.init_args.modality_probs": "null",
+}
+
 
 @dataclass
 class Run:
@@ -141,6 +152,19 @@ def _fit(run: Run) -> Run:
         run.metrics = json.loads(metrics.read_text())
     print(f"[{run.name}: {run.seconds:.0f} s]", flush=True)
     return run
+
+
+def _logged(run: Run, tag: str) -> list[float]:
+    """The values a run logged under ``tag`` (TensorBoard events of its logger folder), step order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if run.results is None:
+        return []
+    events = EventAccumulator(str(run.results.parent))
+    events.Reload()
+    if tag not in events.Tags().get("scalars", []):
+        return []
+    return [event.value for event in sorted(events.Scalars(tag), key=lambda e: e.step)]
 
 
 def _compressor_source(checkpoint: Path | None) -> list[dict[str, Any]]:
@@ -361,8 +385,50 @@ def main(argv: list[str] | None = None) -> int:
     )
     times[run_ablation.name] = run_ablation.seconds
 
-    _section("6. test split: both runs and the majority-class baseline (percent)")
-    columns = {"majority class": baseline, "C": run_c.metrics, f"C w/o {INFORMATIVE}": run_ablation.metrics}
+    _section("6. stage D: GRPO from C (configs/grpo/tiny.yaml); first C's LLM is exported merged")
+    export_dir = out / "sft" / "export"
+    export = stage("configs/sft/tiny.yaml", "sft_export", None, *mesc_options, *sft_init)
+    export += ["--run", "export", "--ckpt_path", str(run_c.checkpoint), "--export_dir", str(export_dir)]
+    export += ["--export_merged", "true"]
+    _fit(Run("C export", export))
+    grpo_options = {
+        **GRPO_OPTIONS,
+        "model.init_args.model.init_args.llm.init_args.name_or_path": str(export_dir / "merged"),
+        "model.init_args.init_from": json.dumps(
+            [*init_from[:-1], {"path": str(run_c.checkpoint), "components": ["video_connector", "audio_projector"]}]
+        ),
+    }
+    run_d = _fit(
+        Run(
+            "D grpo",
+            stage(
+                "configs/grpo/tiny.yaml",
+                "grpo",
+                None,
+                *mesc_options,
+                *[x for key, value in grpo_options.items() for x in (f"--{key}", value)],
+                *modalities(SFT_MODALITIES),
+            ),
+        )
+    )
+    times[run_d.name] = run_d.seconds
+    rewards = _logged(run_d, "train/reward")
+    if rewards:
+        k = max(1, len(rewards) // 4)
+        first, last = sum(rewards[:k]) / k, sum(rewards[-k:]) / k
+        print(
+            f"GRPO reward (trust + similarity) / 2 over {len(rewards)} steps: mean of the first {k} "
+            f"steps {first:.3f}, of the last {k} {last:.3f} ({last - first:+.3f})"
+        )
+        run_d.metrics["grpo/reward_first"], run_d.metrics["grpo/reward_last"] = first, last
+
+    _section("7. test split: the runs and the majority-class baseline (percent)")
+    columns = {
+        "majority class": baseline,
+        "C": run_c.metrics,
+        f"C w/o {INFORMATIVE}": run_ablation.metrics,
+        "C+D (GRPO)": run_d.metrics,
+    }
     print(format_table(columns))
     print(f"predictions and metrics: {run_c.results}, {run_ablation.results}")
     total = time.perf_counter() - started
