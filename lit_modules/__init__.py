@@ -2,7 +2,16 @@
 
 from lit_modules.common import InitFrom
 from lit_modules.compressor_pretrain import CompressorPretrainModule
+from lit_modules.ppo import PPOModule
 from lit_modules.projector_align import ProjectorAlignModule
+from lit_modules.reward_model import RewardModelModule
 from lit_modules.sft import SFTModule
 
-__all__ = ["CompressorPretrainModule", "InitFrom", "ProjectorAlignModule", "SFTModule"]
+__all__ = [
+    "CompressorPretrainModule",
+    "InitFrom",
+    "PPOModule",
+    "ProjectorAlignModule",
+    "RewardModelModule",
+    "SFTModule",
+]
