@@ -299,3 +299,58 @@ def test_reward_pairs_script_refuses_test_before_loading(tmp_path: Path, capsys)
             ]
         )
     assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_the_tiny_configs_chain_sft_pairs_reward_model_and_ppo(tmp_path: Path, synthetic_mesc: Path) -> None:
+    # The documented commands in their order, each a config of configs/ with small overrides.
+    import fit
+    import reward_pairs
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    small = [
+        f"--data.init_args.data_dir={synthetic_mesc}",
+        "--data.init_args.limit_samples=4",
+        "--data.init_args.num_frames=2",
+        "--data.init_args.batch_size=2",
+        "--trainer.max_steps=1",
+        "--trainer.enable_progress_bar=false",
+    ]
+
+    def run(stage: str, *extra: str) -> Path:
+        root = tmp_path / stage
+        fit.main(
+            [
+                "--config",
+                str(configs / stage / "tiny.yaml"),
+                *small,
+                f"--trainer.default_root_dir={root}",
+                *extra,
+            ]
+        )
+        (last,) = root.rglob("checkpoints/last.ckpt")
+        return last
+
+    sft = run("sft", "--test_after_fit=false")
+    counts = reward_pairs.main(
+        [
+            "--config",
+            str(sft.parents[1] / "config.yaml"),
+            f"--ckpt_path={sft}",
+            f"--out={tmp_path / 'pairs.jsonl'}",
+            "--max_new_tokens=4",
+        ]
+    )
+    assert counts["samples"] == 4 and counts["pairs"] >= 1  # random tiny weights: poor answers
+    init_from = f"--model.init_args.init_from=[{{path: {sft}, components: [llm]}}]"
+    rm = run("reward_model", f"--model.init_args.pairs={tmp_path / 'pairs.jsonl'}", init_from)
+    assert "head.weight" in torch.load(rm, map_location="cpu", weights_only=True)["state_dict"]
+    ppo = run(
+        "ppo",
+        f"--model.init_args.reward_model_ckpt={rm}",
+        init_from,
+        "--model.init_args.max_new_tokens=4",
+        "--trainer.limit_val_batches=0",
+    )
+    keys = set(torch.load(ppo, map_location="cpu", weights_only=True)["state_dict"])
+    assert {"value_head.weight", "value_head.bias"} <= keys
+    assert all(k.startswith("value_head.") or "lora_" in k for k in keys)
