@@ -354,3 +354,39 @@ def test_the_tiny_configs_chain_sft_pairs_reward_model_and_ppo(tmp_path: Path, s
     keys = set(torch.load(ppo, map_location="cpu", weights_only=True)["state_dict"])
     assert {"value_head.weight", "value_head.bias"} <= keys
     assert all(k.startswith("value_head.") or "lora_" in k for k in keys)
+
+
+def test_scores_and_values_read_the_right_positions(synthetic_mesc: Path) -> None:
+    from multimood.rl.reward_model import answer_completions, sequence_scores
+    from multimood.rl.rollout import completion_logprobs_and_hidden, encode_prompts
+
+    model = _fused().eval()
+    (batch, _) = _train_batches(_data(synthetic_mesc), model)
+    blocks = encode_prompts(model, batch)
+    texts = ["Therapist's response: a much longer answer than the other one here.", "Short."]
+    ids, mask = answer_completions(model.tokenizer, texts)
+    assert mask.sum(1).tolist() == [
+        len(model.tokenizer(t + model.tokenizer.eos_token)["input_ids"]) for t in texts
+    ]
+    head = torch.nn.Linear(model.llm.hidden_size, 1, bias=False)
+    with torch.no_grad():
+        both = sequence_scores(
+            model, head, batch["prompt_ids"], batch["prompt_attention_mask"], blocks, ids, mask
+        )
+        # Each sample alone (no padding anywhere) gives the same score as in the padded batch.
+        for i in range(2):
+            one = {k: v[i : i + 1] for k, v in blocks.items()}
+            n = int(mask[i].sum())
+            p = batch["prompt_attention_mask"][i].bool()
+            alone = sequence_scores(
+                model, head, batch["prompt_ids"][i : i + 1, p], batch["prompt_attention_mask"][i : i + 1, p],
+                one, ids[i : i + 1, :n], mask[i : i + 1, :n],
+            )  # fmt: skip
+            torch.testing.assert_close(alone, both[i : i + 1], atol=1e-5, rtol=1e-5)
+        # The hidden states a value head reads are those the LM head turns into the token logits.
+        logps, hidden = completion_logprobs_and_hidden(
+            model, batch["prompt_ids"], batch["prompt_attention_mask"], blocks, ids
+        )
+        logits = model.llm.model.get_output_embeddings()(hidden)
+        expected = torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None]).squeeze(-1)
+        torch.testing.assert_close(logps, expected, atol=1e-5, rtol=1e-5)
