@@ -14,6 +14,7 @@ BENCHMARKS = [
     ["benchmarks.model_modes"],
     ["benchmarks.sft_history_step"],
     ["benchmarks.demo_wall_time"],
+    ["benchmarks.judge_reward_latency"],
 ]
 
 

@@ -103,6 +103,13 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
             descriptions come from the split files, so ``descriptions`` needs ``train.json`` (the
             released MESC has none: stage B then trains on ``answer``, the default); samples whose
             clips have no description are left out and counted in the log.
+        rationale: Beyond the paper, for RL stages with the rationale reward
+            (``multimood.rewards.rationale``): the prompt also asks for one ``Rationale: ...`` line
+            before the four answer lines (a last line after ``[OUTPUT FORMAT]``; the prompt budget
+            counts it). The supervised answer is unchanged (MESC has no reference rationales), so
+            an SFT stage with it on would teach the model to ignore the request: keep it off there.
+            The answer parser, the metrics and the similarity and trust rewards ignore the line.
+            Needs ``target: answer``.
     """
 
     def __init__(
@@ -136,10 +143,15 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
         seed: int = 0,
         limit_samples: int | None = None,
         target: Target = "answer",
+        rationale: bool = False,
     ) -> None:
         super().__init__()
         if target not in ("answer", "descriptions"):
             raise ValueError(f"data.init_args.target must be 'answer' or 'descriptions', got {target!r}")
+        if rationale and target != "answer":
+            raise ValueError(
+                "data.init_args.rationale asks the answer prompt for a rationale; it needs target: answer"
+            )
         check_sample_options(sample_unit, history_length, history_unit)
         check_context_options(
             Path(data_dir).expanduser(),
@@ -202,6 +214,11 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
         log.info("%s", self.data.report.summary())
         if hp.sample_unit == "utterance":
             log.warning("%s", PER_UTTERANCE_WARNING)
+        if hp.rationale:
+            log.info(
+                "rationale: the prompts ask for a 'Rationale:' line before the answer; the supervised "
+                "answers have none (MESC has no reference rationales), so use it for RL stages"
+            )
         encoder = ChatEncoder(self.tokenizer, system_prompt=hp.system_prompt)
         video = video_loader(hp)
         audio = AudioLoader(mode=hp.audio_mode, max_seconds=hp.max_audio_seconds)
@@ -221,6 +238,7 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
                 history_tokenizer=self.history_tokenizer,
                 prompt_max_tokens=hp.prompt_max_tokens,
                 target=hp.target,
+                rationale=hp.rationale,
             )
             if hp.target == "descriptions" and not len(self.datasets[split]):
                 raise ValueError(

@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "multimood.metrics.score",
         "score a predictions JSONL ({label, predict} answers): paper table 4 metrics, unparsable counted wrong",
     ),
+    "train-verifier": (
+        "multimood.rewards.emotion_verifier",
+        "train the rationale reward's emotion verifier on MESC client utterances; print val accuracy",
+    ),
     "synth": (
         "multimood.data.synthetic.cli",
         "write a synthetic MESC or DFEW dataset in the real file formats",

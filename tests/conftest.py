@@ -59,6 +59,52 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _blocked)
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# The real functions, taken before any test patches them.
+_REAL_CONNECT = socket.socket.connect
+_REAL_GETADDRINFO = socket.getaddrinfo
+_REAL_CREATE_CONNECTION = socket.create_connection
+
+
+@pytest.fixture
+def loopback_network(_no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opt-in: allow connections to this machine's loopback address only (a server the test starts).
+
+    Connections to 127.0.0.1 / ::1 / localhost and name look-ups of those go through; everything
+    else stays blocked as in ``_no_network`` (which this fixture runs after).
+    """
+
+    def loopback(host: object) -> bool:
+        if isinstance(host, bytes):
+            host = host.decode()
+        return isinstance(host, str) and host in LOOPBACK_HOSTS
+
+    def guarded_connect(sock: socket.socket, address, *args, **kwargs):
+        if sock.family == socket.AF_UNIX or (isinstance(address, tuple) and loopback(address[0])):
+            return _REAL_CONNECT(sock, address, *args, **kwargs)
+        raise NetworkBlocked(
+            f"network access attempted in a test: connect to {address!r} (only loopback is open)"
+        )
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        if loopback(host):
+            return _REAL_GETADDRINFO(host, *args, **kwargs)
+        raise NetworkBlocked(
+            f"network access attempted in a test: name look-up of {host!r} (only loopback is open)"
+        )
+
+    def guarded_create_connection(address, *args, **kwargs):
+        if loopback(address[0]):
+            return _REAL_CREATE_CONNECTION(address, *args, **kwargs)
+        raise NetworkBlocked(
+            f"network access attempted in a test: connect to {address!r} (only loopback is open)"
+        )
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", guarded_create_connection)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Tiny models are built from scratch in a fresh cache, as on a new machine. Set
     # MULTIMOOD_TEST_CACHE to a folder to keep them between runs while developing.

@@ -21,6 +21,10 @@ the end of a line.
 A field written more than once (an echoed template, a justification and then the answer) takes
 the one label its occurrences give; occurrences holding no label are ignored, and two different
 labels are a failure (conflicting).
+``Rationale: ...`` lines (the optional rationale the rationale reward asks for,
+:data:`~multimood.data.prompt.RATIONALE_INSTRUCTION`) are not part of the answer: they are blanked
+before parsing, so a rationale never becomes part of the response or a field's value, wherever it
+is written (first as asked, or after the response).
 
 A failed field is a wrong prediction, never a dropped sample: :class:`ParsedAnswer` gives each
 label as a class index with ``-1`` for a failure (``*_index`` properties), and
@@ -34,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from multimood.data.labels import DFEW_LABELS, EMOTIONS, STRATEGIES, canonical_emotion, canonical_strategy
-from multimood.data.prompt import DFEW_ANSWER_FIELD, OUTPUT_FIELDS
+from multimood.data.prompt import DFEW_ANSWER_FIELD, OUTPUT_FIELDS, RATIONALE_FIELD
 
 MISSING = -1  # class index of a field that did not parse: never equal to a true label
 
@@ -114,6 +118,13 @@ _WRAP = " \t*_`'\"“”‘’«»<>[](){}"
 _MARKDOWN = re.compile(r"\*\*|__|`")
 # A response wholly in quotes on its own line(s): the closing quote ends a line.
 _QUOTED = re.compile(r'^\s*["“](?P<quoted>[^"”]+)["”][ \t]*(?:\n|$)')
+# A "Rationale:" line (optional bullet/heading and markdown around the name, any case); ``text`` is
+# everything after the colon. multimood.rewards.rationale reads it; parse_answer blanks it.
+RATIONALE_LINE = re.compile(
+    rf"^[ \t]*(?:[#>*+•-]+[ \t]*)?(?:\*\*|__|\*|_)?[ \t]*{RATIONALE_FIELD}[ \t]*(?:\*\*|__|\*|_)?[ \t]*[:：]"
+    r"(?P<text>[^\n]*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
 _JUSTIFICATION = re.compile(r"^\s*(?:[(\[:;.]|[-–—](?:\s|$))")
 
 
@@ -260,7 +271,10 @@ def _clean_response(segment: str) -> str:
 
 def parse_answer(text: str) -> ParsedAnswer:
     """Read a generated MESC answer back into its four fields (see the module docstring)."""
-    matches = list(_FIELD_NAME.finditer(text or ""))
+    # Rationale lines are not answer text; blanking them (the line stays, empty) also ends a response
+    # written before one, as a blank line does.
+    text = RATIONALE_LINE.sub("", text or "")
+    matches = list(_FIELD_NAME.finditer(text))
     found: dict[str, list[str]] = {name: [] for name in FIELDS}
     for i, match in enumerate(matches):
         name = _FIELD_OF.get((match["who"].lower(), match["what"].lower()))

@@ -193,10 +193,17 @@ class MESCPromptBuilder:
             ``input_ids[:, -max_prompt_tokens:]`` with ``max_prompt_tokens=4096``
             (``framework/__init__.py``), and their RL data loader drops the oldest history pair until
             the prompt fits (``GRPO/dataloader.py``).
+        rationale: ask for a ``Rationale:`` line before the answer
+            (:data:`~multimood.data.prompt.RATIONALE_INSTRUCTION` after the output format; the
+            rationale reward reads it). Part of the prompt, so the budget counts it.
     """
 
     def __init__(
-        self, encoder: ChatEncoder, history_mode: HistoryMode = "compressor", max_tokens: int | None = 4096
+        self,
+        encoder: ChatEncoder,
+        history_mode: HistoryMode = "compressor",
+        max_tokens: int | None = 4096,
+        rationale: bool = False,
     ) -> None:
         if history_mode not in ("compressor", "text", "none"):
             raise ValueError(f"history_mode must be compressor, text or none, got {history_mode!r}")
@@ -205,9 +212,15 @@ class MESCPromptBuilder:
         self.encoder = encoder
         self.history_mode = history_mode
         self.max_tokens = max_tokens
+        self.rationale = rationale
 
     def message(self, sample: Sample, history_lines: Sequence[str], client_text: str) -> str:
-        prompt = build_mesc_prompt(client_text, problem_type=sample.problem_type, situation=sample.situation)
+        prompt = build_mesc_prompt(
+            client_text,
+            problem_type=sample.problem_type,
+            situation=sample.situation,
+            rationale=self.rationale,
+        )
         if self.history_mode == "text":
             prompt = prompt.replace(HISTORY_TOKEN, "\n".join(history_lines))
         elif self.history_mode == "none":
@@ -289,6 +302,9 @@ class MESCDataset(Dataset):
             :data:`~multimood.data.prompt.DESCRIPTION_PROMPT`, and the answer is the generated
             face/voice descriptions of the clips used, joined with spaces). Samples whose clips have
             no description are left out and counted (``without_description``).
+        rationale: the prompt also asks for a ``Rationale:`` line before the four answer lines
+            (``target="answer"`` only). For RL stages (the rationale reward): the supervised answer
+            stays the four lines, as MESC has no reference rationales.
 
     Descriptions are whatever the samples carry (``load_mesc(descriptions=...)`` decides). Items
     carry ``history_turns`` / ``history_turns_dropped`` (history turns the LLM sees and those a
@@ -310,10 +326,15 @@ class MESCDataset(Dataset):
         history_tokenizer: Any | None = None,
         prompt_max_tokens: int | None = 4096,
         target: Target = "answer",
+        rationale: bool = False,
     ) -> None:
         if target not in ("answer", "descriptions"):
             raise ValueError(f"target must be 'answer' or 'descriptions', got {target!r}")
-        self.prompt_builder = MESCPromptBuilder(encoder, history_mode, prompt_max_tokens)
+        if rationale and target != "answer":
+            raise ValueError(
+                "rationale=True asks the MESC answer prompt for a rationale; it needs target='answer'"
+            )
+        self.prompt_builder = MESCPromptBuilder(encoder, history_mode, prompt_max_tokens, rationale=rationale)
         if history_mode == "compressor" and history_tokenizer is None:
             raise ValueError("history_mode='compressor' needs the compressor's history_tokenizer")
         unknown = set(modalities) - {"video", "audio"}

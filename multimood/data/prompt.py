@@ -22,6 +22,12 @@ figure's):
   with nothing after the colon. MESC train dialogues have them only with ``train.json``, so by
   default (``problem_situation: auto``) every split leaves them empty and train and eval prompts
   keep the same sections (``docs/design/mesc-samples.md``).
+
+Beyond the paper, ``rationale=True`` appends :data:`RATIONALE_INSTRUCTION` after the four
+``[OUTPUT FORMAT]`` lines, as the prompt's last line: it asks for one ``Rationale: ...`` line
+*before* the four answer lines (the rationale reward, ``multimood.rewards.rationale``). It is for
+RL stages, where the model is only asked for it: MESC has no reference rationales, so the
+supervised answer stays the four lines.
 """
 
 from __future__ import annotations
@@ -70,6 +76,14 @@ OUTPUT_FIELDS: tuple[str, ...] = (
 )
 OUTPUT_FORMAT = "\n".join([OUTPUT_FORMAT_HEADER, *(f"{name}:" for name in OUTPUT_FIELDS)])
 
+# The optional rationale line (beyond the paper; the rationale reward reads it). It comes after the
+# four lines of [OUTPUT FORMAT] in the prompt ("these four lines") and before them in the answer.
+RATIONALE_FIELD = "Rationale"
+RATIONALE_INSTRUCTION = (
+    f"Before these four lines, write one line '{RATIONALE_FIELD}: <one sentence on what in the client's "
+    "words, face and voice shows their emotion>'."
+)
+
 
 def _line(name: str, value: str | None) -> str:
     value = " ".join((value or "").split())  # one line: the prompt's structure must not move
@@ -77,13 +91,17 @@ def _line(name: str, value: str | None) -> str:
 
 
 def build_mesc_prompt(
-    client_utterance: str, problem_type: str | None = None, situation: str | None = None
+    client_utterance: str,
+    problem_type: str | None = None,
+    situation: str | None = None,
+    rationale: bool = False,
 ) -> str:
     """The user message of paper figure 4 for one sample.
 
     client_utterance: the current client turn's text (``Sample.client_text``); must not be empty.
     problem_type, situation: the dialogue's context from the split files; None or empty leaves the
     line empty after the colon.
+    rationale: append :data:`RATIONALE_INSTRUCTION` as the last line (after ``[OUTPUT FORMAT]``).
 
     The ``<video>``, ``<audio>`` and ``<history>`` placeholders are always present.
     """
@@ -102,6 +120,7 @@ def build_mesc_prompt(
             _line("Client utterance", client_utterance),
             INSTRUCTION,
             OUTPUT_FORMAT,
+            *([RATIONALE_INSTRUCTION] if rationale else []),
         ]
     )
 

@@ -260,6 +260,8 @@ def test_bad_settings_fail_before_loading(synthetic_mesc: Path) -> None:
     )
     with pytest.raises(ValueError, match="summing to 1"):
         dm.setup("fit")
+    with pytest.raises(ValueError, match=r"rationale .* needs target: answer"):
+        MESCDataModule(str(synthetic_mesc), target="descriptions", rationale=True)
 
 
 def test_generation_reads_the_prompt_of_a_training_batch(synthetic_mesc: Path) -> None:

@@ -165,3 +165,34 @@ def test_text_mode_items_carry_the_history_counts(encoder: ChatEncoder) -> None:
     kept, dropped = batch["history_turns"].tolist()[1], batch["history_turns_dropped"].tolist()[1]
     assert kept + dropped == 12 and dropped > 0
     assert batch["client_tokens_dropped"].tolist() == [0, 0]
+
+
+def test_the_rationale_option_asks_in_the_prompt_counts_in_the_budget_and_keeps_the_answer(
+    encoder: ChatEncoder,
+) -> None:
+    from multimood.data.prompt import RATIONALE_INSTRUCTION
+
+    sample = _sample()
+    plain = MESCPromptBuilder(encoder, "text", max_tokens=None)(sample)
+    asked = MESCPromptBuilder(encoder, "text", max_tokens=None, rationale=True)(sample)
+    assert asked.message == plain.message + "\n" + RATIONALE_INSTRUCTION
+    extra = len(asked.prompt_ids) - len(plain.prompt_ids)
+    assert extra > 20  # the instruction's tokens are in the prompt ids
+    # A budget the plain prompt just meets: with the instruction, history turns must go.
+    fitted = MESCPromptBuilder(encoder, "text", max_tokens=len(plain.prompt_ids), rationale=True)(sample)
+    assert fitted.history_turns_dropped > 0 and len(fitted.prompt_ids) <= len(plain.prompt_ids)
+    assert fitted.message.endswith(RATIONALE_INSTRUCTION)
+    # The item: the prompt asks, the supervised answer stays the four lines.
+    items = [
+        MESCDataset([sample], encoder, history_mode="text", prompt_max_tokens=None, rationale=flag)[0]
+        for flag in (False, True)
+    ]
+    assert items[0]["answer"] == items[1]["answer"] and "Rationale" not in items[1]["answer"]
+    assert items[1]["answer"].split("\n")[0].startswith("Client's emotion:")
+    tok = encoder.tokenizer
+    assert RATIONALE_INSTRUCTION in tok.decode(items[1]["prompt_ids"])
+    assert RATIONALE_INSTRUCTION not in tok.decode(items[0]["prompt_ids"])
+    n = len(items[1]["prompt_ids"])
+    assert torch.equal(items[1]["labels"][n:], items[0]["labels"][len(items[0]["prompt_ids"]) :])
+    with pytest.raises(ValueError, match=r"rationale=True .* needs target='answer'"):
+        MESCDataset([sample], encoder, history_mode="text", target="descriptions", rationale=True)

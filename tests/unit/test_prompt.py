@@ -10,6 +10,7 @@ from multimood.data.answer import parse_answer
 from multimood.data.prompt import (
     PROMPT_EMOTIONS,
     PROMPT_STRATEGIES,
+    RATIONALE_INSTRUCTION,
     build_dfew_prompt,
     build_mesc_prompt,
 )
@@ -111,3 +112,12 @@ def test_dfew_prompt_is_video_only_and_lists_the_classes() -> None:
     assert AUDIO_TOKEN not in prompt and HISTORY_TOKEN not in prompt
     assert all(label in prompt for label in labels.DFEW_LABELS)
     assert prompt.split("\n")[-2:] == ["[OUTPUT FORMAT]", "Emotion:"]
+
+
+def test_the_rationale_instruction_is_the_last_line_after_the_output_format() -> None:
+    plain = build_mesc_prompt("I feel lost.", "P", "S")
+    asked = build_mesc_prompt("I feel lost.", "P", "S", rationale=True).split("\n")
+    assert asked[:-1] == plain.split("\n")  # nothing else moves
+    assert asked[-1] == RATIONALE_INSTRUCTION
+    assert asked[-1].startswith("Before these four lines, write one line 'Rationale: ")
+    assert asked[-1 - len(FIGURE_4_OUTPUT) : -1] == FIGURE_4_OUTPUT  # "these four lines" precede it
