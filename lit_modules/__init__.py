@@ -3,7 +3,17 @@
 from lit_modules.common import InitFrom
 from lit_modules.compressor_pretrain import CompressorPretrainModule
 from lit_modules.grpo import GRPOModule
+from lit_modules.ppo import PPOModule
 from lit_modules.projector_align import ProjectorAlignModule
+from lit_modules.reward_model import RewardModelModule
 from lit_modules.sft import SFTModule
 
-__all__ = ["CompressorPretrainModule", "GRPOModule", "InitFrom", "ProjectorAlignModule", "SFTModule"]
+__all__ = [
+    "CompressorPretrainModule",
+    "GRPOModule",
+    "InitFrom",
+    "PPOModule",
+    "ProjectorAlignModule",
+    "RewardModelModule",
+    "SFTModule",
+]

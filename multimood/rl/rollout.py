@@ -159,6 +159,26 @@ def completion_logprobs(
 ) -> torch.Tensor:
     """(N, T) float32 log-probs of the completion tokens under ``model`` in its current mode and
     adapter state (gradients flow when enabled). See the module docstring for the layout."""
+    logps, _ = completion_logprobs_and_hidden(
+        model, prompt_ids, prompt_mask, blocks, completion_ids, temperature, hidden=False
+    )
+    return logps
+
+
+def completion_logprobs_and_hidden(
+    model: Any,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    blocks: Blocks,
+    completion_ids: torch.Tensor,
+    temperature: float = 1.0,
+    hidden: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`completion_logprobs` plus, with ``hidden``, the LM's last hidden states (N, T, H) at
+    the positions whose logits score each completion token (position p scores token p + 1): the
+    state a value head reads before that token is chosen (PPO's per-token values, as TRL aligns
+    them). The hidden states come from the same pass (``output_hidden_states``), not a second one.
+    """
     n, length = completion_ids.shape
     placeholders = torch.tensor(sorted(model.token_ids.values()), device=completion_ids.device)
     if torch.isin(completion_ids, placeholders).any():
@@ -171,10 +191,12 @@ def completion_logprobs(
         attention_mask=spliced.attention_mask,
         position_ids=spliced.position_ids,
         logits_to_keep=length + 1,
+        output_hidden_states=hidden,
     )
     logits = out.logits[:, :-1]  # position p predicts token p + 1: the last T + 1 give the T tokens
     if logits.shape[:2] != (n, length):
         raise RuntimeError(
             f"expected logits for {(n, length)} completion tokens, got {tuple(logits.shape[:2])}"
         )
-    return token_logprobs(logits, completion_ids, temperature=temperature)
+    states = out.hidden_states[-1][:, -(length + 1) : -1] if hidden else None  # (N, T, H), final norm
+    return token_logprobs(logits, completion_ids, temperature=temperature), states

@@ -25,6 +25,7 @@ def _print_config(args: list[str], capsys: pytest.CaptureFixture) -> str:
 def test_there_are_stage_configs_for_every_stage() -> None:
     names = {str(p.relative_to(CONFIGS)) for p in STAGES}
     assert {"sft/tiny.yaml", "sft/paper.yaml", "projector/tiny.yaml", "projector/paper.yaml"} <= names
+    assert {"reward_model/tiny.yaml", "reward_model/paper.yaml", "ppo/tiny.yaml", "ppo/paper.yaml"} <= names
 
 
 @pytest.mark.parametrize("config", STAGES, ids=lambda p: str(p.relative_to(CONFIGS)))
