@@ -395,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         **GRPO_OPTIONS,
         "model.init_args.model.init_args.llm.init_args.name_or_path": str(export_dir / "merged"),
         "model.init_args.init_from": json.dumps(
-            [*init_from[:-1], {"path": str(run_c.checkpoint), "components": ["video_connector", "audio_projector"]}]
+            [
+                *init_from[:-1],
+                {"path": str(run_c.checkpoint), "components": ["video_connector", "audio_projector"]},
+            ]
         ),
     }
     run_d = _fit(

@@ -28,24 +28,33 @@ def test_demo_small_prints_the_table_and_writes_results(
         demo.main(["--out", str(out), "--dialogues", "20", "--limit-samples", "4", "--sft-epochs", "1"]) == 0
     )
     printed = capsys.readouterr().out
-    for heading in ("stage A", "stage B", "stage C", "without the video", "majority class", "wall time"):
+    for heading in (
+        "stage A",
+        "stage B",
+        "stage C",
+        "without the video",
+        "stage D",
+        "majority class",
+        "wall time",
+    ):
         assert heading in printed, heading
-    table = printed[printed.index("== 6.") :]
-    assert "task 1 client emotion: accuracy" in table and "C w/o video" in table
+    table = printed[printed.index("== 7.") :]
+    assert "task 1 client emotion: accuracy" in table and "C w/o video" in table and "C+D (GRPO)" in table
     results = _results(out)
-    for name in ("C", "C w/o video"):
+    for name in ("C", "C w/o video", "C+D (GRPO)"):
         metrics = results["runs"][name]
         assert metrics["num_samples"] == 4  # --limit-samples 4 on the test split
         assert 0.0 <= metrics["client_emotion/accuracy"] <= 1.0
-    for run in ("sft", "sft_without_video"):
+    for run in ("sft", "sft_without_video", "grpo"):
         predictions = list((out / run).rglob("test/predictions.jsonl"))
         assert len(predictions) == 1, predictions
         rows = [json.loads(line) for line in predictions[0].read_text().splitlines()]
         assert len(rows) == 4 and {"sample_id", "label", "predict"} <= set(rows[0])
         assert (predictions[0].parent / "metrics.json").is_file()
-    for folder in ("compressor_utterances", "compressor_conversations", "projector", "sft"):
+    for folder in ("compressor_utterances", "compressor_conversations", "projector", "sft", "grpo"):
         assert (out / folder / "checkpoints" / "last.ckpt").is_file(), folder
-    assert set(results["seconds"]) >= {"B projector", "C sft", "C sft w/o video", "total"}
+    assert (out / "sft" / "export" / "merged" / "config.json").is_file()  # D starts from C, merged
+    assert set(results["seconds"]) >= {"B projector", "C sft", "C sft w/o video", "D grpo", "total"}
 
 
 @pytest.mark.slow
