@@ -15,6 +15,7 @@ BENCHMARKS = [
     ["benchmarks.sft_history_step"],
     ["benchmarks.demo_wall_time"],
     ["benchmarks.judge_reward_latency"],
+    ["benchmarks.grpo_step"],
 ]
 
 

@@ -52,6 +52,7 @@ def build_trl_grpo_trainer(
     epsilon: float = 0.2,
     prompts_per_step: int = 1,
     reward_func: Callable[..., list[float]] = length_reward,
+    peft_config: Any = None,
     use_cpu: bool = True,
     bf16: bool = False,
     output_dir: str | None = None,
@@ -69,6 +70,8 @@ def build_trl_grpo_trainer(
         beta: KL coefficient (paper: 1.12); TRL loads a reference model when it is not 0.
         loss_type: TRL's aggregation; ``"grpo"`` is the paper's eq. 9 (TRL's default is ``"dapo"``).
         prompts_per_step: prompts per optimizer step (the per-device batch is ``prompts_per_step x G``).
+        peft_config: a ``peft.LoraConfig`` to train an adapter (TRL's reference is then the model with
+            the adapter disabled, as ours); None trains every weight against a reference copy.
         use_cpu, bf16: device and precision of the run.
         config: any other ``GRPOConfig`` field, overriding the defaults set here.
 
@@ -109,6 +112,7 @@ def build_trl_grpo_trainer(
         args=GRPOConfig(**settings),
         train_dataset=dataset,
         processing_class=tokenizer,
+        peft_config=peft_config,
     )
 
 

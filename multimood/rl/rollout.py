@@ -100,44 +100,116 @@ class Rollout(Protocol):
     ) -> RolloutOutput: ...
 
 
+def prompt_runs(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, blocks: Blocks) -> torch.Tensor:
+    """(N,) run index of every row: consecutive rows with the same prompt ids, mask and feature blocks
+    (the G completions of a prompt, as :func:`repeat_blocks` lays them out) share one index.
+
+    Blocks compare by identity first (``repeat_blocks`` repeats the same tensor), then by value.
+    """
+    n = prompt_ids.shape[0]
+    same = torch.zeros(n, dtype=torch.bool)
+    if n > 1:
+        same[1:] = (
+            ((prompt_ids[1:] == prompt_ids[:-1]) & (prompt_mask[1:] == prompt_mask[:-1])).all(dim=1).cpu()
+        )
+    for i in same.nonzero().flatten().tolist():
+        for per_row in blocks.values():
+            a, b = per_row[i], per_row[i - 1]
+            if a is b:
+                continue
+            if a is None or b is None or a.shape != b.shape or not torch.equal(a, b):
+                same[i] = False
+                break
+    return (~same).long().cumsum(dim=0) - 1
+
+
 class TransformersRollout:
     """Sampling with transformers' ``generate`` on the spliced prompt embeddings (batched, KV cache,
     eval mode: no dropout in the rollouts).
+
+    The G completions of a prompt share its prefix: with ``share_prompt_prefill`` the prompt (all but
+    its last position) goes through the LM once per distinct prompt (:func:`prompt_runs`), and its KV
+    cache is copied to the G rows before sampling starts; ``generate`` then only runs the last prompt
+    position and the new tokens. Same tokens and log-probs as prefilling every row (up to float
+    rounding of a different batch size), G times less prefill compute; TRL's transformers path
+    prefills every row (benchmarks/grpo_step.py).
 
     Args:
         max_new_tokens: Longest completion (paper: 128).
         temperature: Sampling temperature (1.0, TRL's default).
         top_p: Nucleus sampling mass (1.0: off).
         top_k: Top-k sampling (0: off; transformers' own default is 50, so it is set explicitly).
+        min_new_tokens: Shortest completion: the end-of-turn token cannot be sampled before it (0:
+            no floor). ``min_new_tokens = max_new_tokens`` forces every completion to full length,
+            which makes step times comparable (benchmarks/grpo_step.py); not for training runs,
+            where the model must learn where to stop.
+        share_prompt_prefill: Prefill each distinct prompt once (above); False prefills every row.
     """
 
     def __init__(
-        self, max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0
+        self,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        min_new_tokens: int = 0,
+        share_prompt_prefill: bool = True,
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not 0 <= min_new_tokens <= max_new_tokens:
+            raise ValueError(
+                f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}"
+            )
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0 (sampling), got {temperature}")
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_p = top_p
         self.top_k = top_k
+        self.min_new_tokens = min_new_tokens
+        self.share_prompt_prefill = share_prompt_prefill
 
     @torch.no_grad()
     def __call__(
         self, model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, blocks: Blocks
     ) -> RolloutOutput:
         eos = eos_token_ids(model)
+        runs = torch.arange(prompt_ids.shape[0])
+        if self.share_prompt_prefill:
+            runs = prompt_runs(prompt_ids, prompt_mask, blocks)
+        first = torch.ones_like(runs, dtype=torch.bool)
+        first[1:] = runs[1:] != runs[:-1]
+        rows = first.nonzero().flatten().tolist()  # one row per distinct prompt
         with evaluating(model):
-            spliced = model.splice(prompt_ids, prompt_mask, blocks, padding_side="left")
+            spliced = model.splice(
+                prompt_ids[rows],
+                prompt_mask[rows],
+                {token: [per_row[i] for i in rows] for token, per_row in blocks.items()},
+                padding_side="left",
+            )
+            runs = runs.to(spliced.inputs_embeds.device)
+            cache = None
+            if len(rows) < len(runs) and spliced.inputs_embeds.shape[1] > 1:
+                prefix = model.llm(
+                    inputs_embeds=spliced.inputs_embeds[:, :-1],
+                    attention_mask=spliced.attention_mask[:, :-1],
+                    position_ids=spliced.position_ids[:, :-1],
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                cache = prefix.past_key_values
+                cache.batch_select_indices(runs)  # each prompt's cache to each of its rows
             out = model.llm.generate(
-                inputs_embeds=spliced.inputs_embeds,
-                attention_mask=spliced.attention_mask,
+                inputs_embeds=spliced.inputs_embeds[runs],
+                attention_mask=spliced.attention_mask[runs],
+                past_key_values=cache,
                 do_sample=True,
                 temperature=self.temperature,
                 top_p=self.top_p,
                 top_k=self.top_k,
                 max_new_tokens=self.max_new_tokens,
+                min_new_tokens=self.min_new_tokens,
                 eos_token_id=eos,
                 pad_token_id=model.pad_token_id,
                 # A sampled <video>/<audio>/<history> would be read back as a placeholder.
