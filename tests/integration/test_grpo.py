@@ -11,24 +11,22 @@ import lightning as L
 import pytest
 import torch
 
-from datamodules import MESCDataModule
 from lit_modules.grpo import GRPOModule
 from multimood.models import (
-    AudioProjector,
-    AudioTower,
-    LanguageModel,
-    MambaHistoryCompressor,
     MultiMoodModel,
-    STCConnector,
-    VisionTower,
 )
 from multimood.rewards.base import RewardOutput
 from multimood.rewards.combine import CombinedReward
 from multimood.rewards.format import FormatReward
 from multimood.rewards.similarity import SimilarityReward
 from multimood.rl.rollout import TransformersRollout
+from tests.tiny_stages import changed, fused_model, mesc_data, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _fused(llm: str = "lora", connector: str = "frozen") -> MultiMoodModel:
+    return fused_model(llm=llm, projectors=connector, lora_b=llm == "lora")
 
 
 class LengthReward:
@@ -49,44 +47,9 @@ class LengthReward:
         return RewardOutput(values, present, {"calls": 1.0})
 
 
-def _fused(llm: str = "lora", connector: str = "frozen") -> MultiMoodModel:
-    torch.manual_seed(0)
-    model = MultiMoodModel(
-        LanguageModel("tiny:qwen2", trainable=llm, lora_r=4, lora_alpha=8),
-        vision_tower=VisionTower("tiny:siglip"),
-        video_connector=lambda c, d: STCConnector(c, d, depth=1, trainable=connector),
-        audio_tower=AudioTower("tiny:beats"),
-        audio_projector=lambda c, d: AudioProjector(c, d, trainable="frozen"),
-        history_compressor=lambda d: MambaHistoryCompressor(
-            d, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="frozen"
-        ),
-    )
-    with torch.no_grad():  # LoRA B starts at 0: give it values so that A moves in the first step too
-        for name, p in model.llm.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
-    return model
-
-
-def _data(root: Path) -> MESCDataModule:
-    return MESCDataModule(
-        str(root),
-        clips_dir="clips",
-        batch_size=2,
-        limit_samples=4,
-        num_frames=2,
-        max_audio_seconds=1.0,
-        seed=1,
-    )
-
-
-def _bits(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().contiguous().view(torch.uint8).clone()
-
-
 def test_grpo_trains_the_adapter_only_and_logs_every_metric(tmp_path: Path, synthetic_mesc: Path) -> None:
     model = _fused()
-    before = {n: _bits(p) for n, p in model.named_parameters()}
+    before = snapshot(model)
     length = LengthReward(missing_every=3)
     reward = CombinedReward(
         {"length": length, "similarity": SimilarityReward("tiny:bge-m3"), "format": FormatReward()},
@@ -112,12 +75,12 @@ def test_grpo_trains_the_adapter_only_and_logs_every_metric(tmp_path: Path, synt
         enable_checkpointing=False,
         deterministic=True,
     )
-    trainer.fit(module, datamodule=_data(synthetic_mesc))
+    trainer.fit(module, datamodule=mesc_data(synthetic_mesc))
     assert length.calls == 2  # one reward call per generation batch, all completions at once
-    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], _bits(p))}
+    moved = changed(before, model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert changed and changed <= trainable
-    assert all("lora_" in n and n.startswith("llm.") for n in changed)
+    assert moved and moved <= trainable
+    assert all("lora_" in n and n.startswith("llm.") for n in moved)
     logged = trainer.callback_metrics
     for key in (
         "train/loss",
@@ -153,7 +116,7 @@ def test_a_group_without_rewards_moves_nothing(tmp_path: Path, synthetic_mesc: P
             return RewardOutput.missing(len(completions), {"failures": float(len(completions))})
 
     model = _fused()
-    before = {n: _bits(p) for n, p in model.named_parameters()}
+    before = snapshot(model)
     module = GRPOModule(
         model,
         CombinedReward({"judge": Nothing()}),
@@ -172,13 +135,13 @@ def test_a_group_without_rewards_moves_nothing(tmp_path: Path, synthetic_mesc: P
         enable_model_summary=False,
         enable_checkpointing=False,
     )
-    trainer.fit(module, datamodule=_data(synthetic_mesc))
+    trainer.fit(module, datamodule=mesc_data(synthetic_mesc))
     # Every reward missing: no advantage, every completion out of the loss (not scored 0): the
     # loss is exactly 0 and nothing moves.
     assert float(trainer.callback_metrics["train/loss"]) == 0.0
     assert float(trainer.callback_metrics["train/reward_missing_fraction"]) == 1.0
     assert "train/reward" not in trainer.callback_metrics  # no reward to average: not logged as a number
-    assert all(torch.equal(before[n], _bits(p)) for n, p in model.named_parameters())
+    assert not changed(before, model)
 
 
 def test_bad_grpo_setups_are_refused() -> None:

@@ -16,76 +16,18 @@ from datamodules.common import epoch_loader
 from lit_modules.ppo import PPOModule
 from lit_modules.reward_model import RewardModelModule
 from multimood.models import (
-    AudioProjector,
-    AudioTower,
     LanguageModel,
-    MambaHistoryCompressor,
     MultiMoodModel,
-    STCConnector,
-    VisionTower,
 )
 from multimood.rewards.base import RewardOutput
 from multimood.rl.pairs import RewardPairs, build_reward_pairs, rouge_l, write_pairs
+from tests.tiny_stages import changed, cpu_trainer, fused_model, mesc_data, sgd, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _bits(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().contiguous().view(torch.uint8).clone()
-
-
-def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: _bits(p) for name, p in module.named_parameters()}
-
-
-def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> set[str]:
-    return {name for name, p in module.named_parameters() if not torch.equal(before[name], _bits(p))}
-
-
 def _fused(seed: int = 0) -> MultiMoodModel:
-    torch.manual_seed(seed)
-    model = MultiMoodModel(
-        LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8),
-        vision_tower=VisionTower("tiny:siglip"),
-        video_connector=lambda c, d: STCConnector(c, d, depth=1, trainable="frozen"),
-        audio_tower=AudioTower("tiny:beats"),
-        audio_projector=lambda c, d: AudioProjector(c, d, trainable="frozen"),
-        history_compressor=lambda d: MambaHistoryCompressor(
-            d, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="frozen"
-        ),
-    )
-    # LoRA B starts at zero (the adapter is then a no-op and A gets no gradient): as after SFT.
-    with torch.no_grad():
-        for name, p in model.llm.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
-    return model
-
-
-def _data(root: Path, **overrides) -> MESCDataModule:
-    options = dict(batch_size=2, limit_samples=4, num_frames=2, max_audio_seconds=1.0, seed=1)
-    options.update(overrides)
-    return MESCDataModule(str(root), clips_dir="clips", **options)
-
-
-def _trainer(root: Path, steps: int, **overrides) -> L.Trainer:
-    options = dict(
-        default_root_dir=root,
-        max_steps=steps,
-        accelerator="cpu",
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        deterministic=True,
-    )
-    options.update(overrides)
-    return L.Trainer(**options)
-
-
-def _sgd(params):
-    return torch.optim.SGD(params, lr=0.05)
+    return fused_model(seed=seed, lora_b=True)
 
 
 def _train_batches(data: MESCDataModule, model: MultiMoodModel) -> list[dict]:
@@ -126,7 +68,7 @@ def test_pairs_keep_poor_answers_of_the_train_split_and_refuse_val_and_test(
     tmp_path: Path, synthetic_mesc: Path
 ) -> None:
     model = _fused()
-    batches = _train_batches(_data(synthetic_mesc), model)
+    batches = _train_batches(mesc_data(synthetic_mesc), model)
     samples = [
         (sid, answer) for b in batches for sid, answer in zip(b["sample_ids"], b["answers"], strict=True)
     ]
@@ -160,7 +102,7 @@ def test_pairs_keep_poor_answers_of_the_train_split_and_refuse_val_and_test(
 
 def _pairs_file(tmp_path: Path, synthetic_mesc: Path, model: MultiMoodModel, skip: int = 1) -> Path:
     """Pairs for all train samples but the last ``skip`` (those exercise the unpaired count)."""
-    batches = _train_batches(_data(synthetic_mesc), model)
+    batches = _train_batches(mesc_data(synthetic_mesc), model)
     pairs, _ = build_reward_pairs(_EchoEveryOther(echo=False), batches)
     return write_pairs(pairs[: len(pairs) - skip], tmp_path / "pairs.jsonl")
 
@@ -176,9 +118,9 @@ def _finite_metrics(trainer: L.Trainer, names: set[str]) -> dict[str, float]:
 def _reward_model_checkpoint(tmp_path: Path, synthetic_mesc: Path) -> tuple[Path, RewardModelModule]:
     model = _fused(seed=1)
     pairs = _pairs_file(tmp_path, synthetic_mesc, model)
-    module = RewardModelModule(model, pairs=str(pairs), optimizer=_sgd, lr_schedule="constant")
-    trainer = _trainer(tmp_path / "rm", steps=2, enable_checkpointing=True)
-    trainer.fit(module, datamodule=_data(synthetic_mesc))
+    module = RewardModelModule(model, pairs=str(pairs), optimizer=sgd, lr_schedule="constant")
+    trainer = cpu_trainer(tmp_path / "rm", steps=2, enable_checkpointing=True)
+    trainer.fit(module, datamodule=mesc_data(synthetic_mesc))
     (ckpt,) = (tmp_path / "rm").rglob("*.ckpt")
     return ckpt, module
 
@@ -186,13 +128,13 @@ def _reward_model_checkpoint(tmp_path: Path, synthetic_mesc: Path) -> tuple[Path
 def test_reward_model_trains_its_adapters_and_head_only(tmp_path: Path, synthetic_mesc: Path) -> None:
     model = _fused(seed=1)
     pairs = _pairs_file(tmp_path, synthetic_mesc, model)
-    module = RewardModelModule(model, pairs=str(pairs), optimizer=_sgd, lr_schedule="constant")
+    module = RewardModelModule(model, pairs=str(pairs), optimizer=sgd, lr_schedule="constant")
     lora = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
     assert lora and all("lora_" in n for n in lora)
-    before = _snapshot(module)
-    trainer = _trainer(tmp_path / "rm", steps=2, enable_checkpointing=True)
-    trainer.fit(module, datamodule=_data(synthetic_mesc))
-    assert _changed(before, module) == lora | {"head.weight"}
+    before = snapshot(module)
+    trainer = cpu_trainer(tmp_path / "rm", steps=2, enable_checkpointing=True)
+    trainer.fit(module, datamodule=mesc_data(synthetic_mesc))
+    assert changed(before, module) == lora | {"head.weight"}
     metrics = _finite_metrics(trainer, {"train/loss", "train/accuracy", "train/margin", "train/unpaired"})
     assert 0 <= metrics["train/accuracy"] <= 1
     assert metrics["train/unpaired"] >= 1  # one train sample has no pair and was skipped
@@ -220,25 +162,25 @@ def test_ppo_moves_the_policy_adapters_and_value_head_only(tmp_path: Path, synth
         policy,
         reward_model=_fused(seed=1),
         reward_model_ckpt=str(ckpt),
-        optimizer=_sgd,
+        optimizer=sgd,
         max_new_tokens=6,
         ppo_epochs=2,
     )
     expected = {f"model.{n}" for n, p in policy.named_parameters() if p.requires_grad}
     expected |= {"value_head.weight", "value_head.bias"}
     assert all("lora_" in n for n in expected if n.startswith("model."))
-    before = _snapshot(module)
-    trainer = _trainer(tmp_path / "ppo", steps=2, enable_checkpointing=True)
-    trainer.fit(module, datamodule=_data(synthetic_mesc))
+    before = snapshot(module)
+    trainer = cpu_trainer(tmp_path / "ppo", steps=2, enable_checkpointing=True)
+    trainer.fit(module, datamodule=mesc_data(synthetic_mesc))
     # Towers, projectors, compressor and the LLM base stay as they were.
-    changed = _changed(before, module)
-    assert {n for n in changed if not n.startswith("reward_model.")} == expected
+    moved = changed(before, module)
+    assert {n for n in moved if not n.startswith("reward_model.")} == expected
     # The reward model is the trained one (its adapters and head came from the checkpoint; built
     # with the same seed, so its frozen parts match too), and PPO did not move it.
     trained = dict(trained_rm.named_parameters())
     for name, param in module.reward_model.named_parameters():
         assert not param.requires_grad and torch.equal(param, trained[name]), name
-    assert any(n.startswith("reward_model.") for n in changed)  # the load did change it
+    assert any(n.startswith("reward_model.") for n in moved)  # the load did change it
     metrics = _finite_metrics(trainer, _ppo_metrics())
     assert metrics["train/missing_rewards"] == 0
     assert metrics["train/ratio_first_update"] == pytest.approx(1.0, abs=1e-5)  # dropout off, same pass
@@ -263,9 +205,9 @@ def test_ppo_on_a_reward_component_drops_completions_without_a_reward(
     tmp_path: Path, synthetic_mesc: Path
 ) -> None:
     policy = _fused()
-    module = PPOModule(policy, reward=_HalfMissing(), optimizer=_sgd, max_new_tokens=4, ppo_epochs=1)
-    trainer = _trainer(tmp_path, steps=2)
-    trainer.fit(module, datamodule=_data(synthetic_mesc))
+    module = PPOModule(policy, reward=_HalfMissing(), optimizer=sgd, max_new_tokens=4, ppo_epochs=1)
+    trainer = cpu_trainer(tmp_path, steps=2)
+    trainer.fit(module, datamodule=mesc_data(synthetic_mesc))
     metrics = _finite_metrics(trainer, _ppo_metrics() | {"train/reward_stats/calls"})
     assert metrics["train/missing_rewards"] == 2  # one per batch of two, two steps, summed
     assert metrics["train/reward"] == pytest.approx(0.5)
@@ -361,7 +303,7 @@ def test_scores_and_values_read_the_right_positions(synthetic_mesc: Path) -> Non
     from multimood.rl.rollout import completion_logprobs_and_hidden, encode_prompts
 
     model = _fused().eval()
-    (batch, _) = _train_batches(_data(synthetic_mesc), model)
+    (batch, _) = _train_batches(mesc_data(synthetic_mesc), model)
     blocks = encode_prompts(model, batch)
     texts = ["Therapist's response: a much longer answer than the other one here.", "Short."]
     ids, mask = answer_completions(model.tokenizer, texts)

@@ -7,102 +7,35 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
 import fit
-from datamodules import DFEWDataModule, MESCDataModule
+from datamodules import DFEWDataModule
 from lit_modules import ProjectorAlignModule, SFTModule
 from lit_modules.common import InitFrom
 from multimood.models import (
-    AudioProjector,
-    AudioTower,
     LanguageModel,
     MambaHistoryCompressor,
     MultiMoodModel,
     STCConnector,
     VisionTower,
 )
+from tests.tiny_stages import changed, cpu_trainer, fused_model, lora_b_nonzero, mesc_data, sgd, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _bits(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().contiguous().view(torch.uint8).clone()
-
-
-def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: _bits(p) for name, p in model.named_parameters()}
-
-
-def _changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> set[str]:
-    return {name for name, p in model.named_parameters() if not torch.equal(before[name], _bits(p))}
-
-
-def _fused(llm: str = "lora", projectors: str = "frozen", media: bool = True) -> MultiMoodModel:
-    torch.manual_seed(0)
-    parts = {}
-    if media:
-        parts = {
-            "vision_tower": VisionTower("tiny:siglip"),
-            "video_connector": lambda c, d: STCConnector(c, d, depth=1, trainable=projectors),
-            "audio_tower": AudioTower("tiny:beats"),
-            "audio_projector": lambda c, d: AudioProjector(c, d, trainable=projectors),
-        }
-    return MultiMoodModel(
-        LanguageModel("tiny:qwen2", trainable=llm, lora_r=4, lora_alpha=8),
-        history_compressor=lambda d: MambaHistoryCompressor(
-            d, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="frozen"
-        ),
-        **parts,
-    )
-
-
-def _data(root: Path, media: bool = True, **overrides) -> MESCDataModule:
-    options = dict(batch_size=2, limit_samples=4, num_frames=2, max_audio_seconds=1.0, seed=1)
-    options.update(overrides)
-    return MESCDataModule(str(root), clips_dir="clips" if media else None, **options)
-
-
-def _trainer(root: Path, steps: int, **overrides) -> L.Trainer:
-    options = dict(
-        default_root_dir=root,
-        max_steps=steps,
-        accelerator="cpu",
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        deterministic=True,
-    )
-    options.update(overrides)
-    return L.Trainer(**options)
-
-
-def _sgd(params):
-    return torch.optim.SGD(params, lr=0.05)
-
-
-def _lora_b_nonzero(model: MultiMoodModel) -> None:
-    # LoRA B starts at zero, so in one step only B would move; give it values so A moves too.
-    with torch.no_grad():
-        for name, p in model.llm.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
-
-
 def test_sft_trains_exactly_the_llm_adapters(tmp_path: Path, synthetic_mesc: Path) -> None:
-    model = _fused()
-    _lora_b_nonzero(model)
+    model = fused_model()
+    lora_b_nonzero(model)
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     assert expected and all("lora_" in n and n.startswith("llm.") for n in expected)
-    before = _snapshot(model)
-    module = SFTModule(model, optimizer=_sgd, warmup_ratio=0.0, lr_schedule="constant")
-    _trainer(tmp_path, steps=2).fit(module, datamodule=_data(synthetic_mesc))
-    assert _changed(before, model) == expected
+    before = snapshot(model)
+    module = SFTModule(model, optimizer=sgd, warmup_ratio=0.0, lr_schedule="constant")
+    cpu_trainer(tmp_path, steps=2).fit(module, datamodule=mesc_data(synthetic_mesc))
+    assert changed(before, model) == expected
 
 
 @pytest.mark.parametrize("target", ["answer", "descriptions"])
@@ -110,33 +43,33 @@ def test_projector_alignment_trains_exactly_the_projections(
     tmp_path: Path, synthetic_mesc: Path, target: str
 ) -> None:
     # Both objectives of stage B: the SFT answer, or the clips' descriptions as the targets.
-    model = _fused(llm="frozen", projectors="full")
+    model = fused_model(llm="frozen", projectors="full")
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     assert {n.split(".")[0] for n in expected} == {"video_connector", "audio_projector"}
-    before = _snapshot(model)
-    module = ProjectorAlignModule(model, optimizer=_sgd, warmup_ratio=0.0, lr_schedule="constant")
-    data = _data(synthetic_mesc, modality_probs=None, target=target)  # every sample has both media
-    _trainer(tmp_path, steps=2).fit(module, datamodule=data)
-    changed = _changed(before, model)
+    before = snapshot(model)
+    module = ProjectorAlignModule(model, optimizer=sgd, warmup_ratio=0.0, lr_schedule="constant")
+    data = mesc_data(synthetic_mesc, modality_probs=None, target=target)  # every sample has both media
+    cpu_trainer(tmp_path, steps=2).fit(module, datamodule=data)
+    moved = changed(before, model)
     # Every tensor of both projections moves (biases included); nothing else does.
-    assert changed == expected
+    assert moved == expected
 
 
 def test_stages_refuse_a_model_that_trains_the_wrong_parts() -> None:
     with pytest.raises(ValueError, match=r"ProjectorAlignModule.*llm"):
-        ProjectorAlignModule(_fused(llm="lora", projectors="full", media=True))
+        ProjectorAlignModule(fused_model(llm="lora", projectors="full", media=True))
     with pytest.raises(ValueError, match="must train"):
-        ProjectorAlignModule(_fused(llm="frozen", projectors="frozen", media=True))
+        ProjectorAlignModule(fused_model(llm="frozen", projectors="frozen", media=True))
 
 
 def test_checkpoints_hold_only_what_trains_and_init_from_carries_it_by_value(
     tmp_path: Path, synthetic_mesc: Path
 ) -> None:
     # Stage B: train the projections, keep the last checkpoint.
-    stage_b = _fused(llm="frozen", projectors="full")
-    module_b = ProjectorAlignModule(stage_b, optimizer=_sgd, warmup_ratio=0.0)
-    trainer = _trainer(tmp_path / "b", steps=2, enable_checkpointing=True)
-    trainer.fit(module_b, datamodule=_data(synthetic_mesc, modality_probs=None))
+    stage_b = fused_model(llm="frozen", projectors="full")
+    module_b = ProjectorAlignModule(stage_b, optimizer=sgd, warmup_ratio=0.0)
+    trainer = cpu_trainer(tmp_path / "b", steps=2, enable_checkpointing=True)
+    trainer.fit(module_b, datamodule=mesc_data(synthetic_mesc, modality_probs=None))
     (ckpt_b,) = (tmp_path / "b").rglob("*.ckpt")
     state = torch.load(ckpt_b, map_location="cpu", weights_only=True)["state_dict"]
     trained = {f"model.{n}" for n, p in stage_b.named_parameters() if p.requires_grad}
@@ -144,15 +77,15 @@ def test_checkpoints_hold_only_what_trains_and_init_from_carries_it_by_value(
     assert not any(k.startswith(("model.vision_tower", "model.audio_tower", "model.llm")) for k in state)
 
     # Stage C starts from B's projections: equal by value to what B trained (not the random init).
-    stage_c = _fused(llm="lora", projectors="frozen")
+    stage_c = fused_model(llm="lora", projectors="frozen")
     connector_init = {k: v.clone() for k, v in stage_c.video_connector.state_dict().items()}
     module_c = SFTModule(
         stage_c,
-        optimizer=_sgd,
+        optimizer=sgd,
         init_from=[InitFrom(str(ckpt_b), components=["video_connector", "audio_projector"])],
     )
-    _trainer(tmp_path / "c", steps=1, enable_checkpointing=True).fit(
-        module_c, datamodule=_data(synthetic_mesc)
+    cpu_trainer(tmp_path / "c", steps=1, enable_checkpointing=True).fit(
+        module_c, datamodule=mesc_data(synthetic_mesc)
     )
     for key, value in stage_b.video_connector.state_dict().items():
         assert torch.equal(stage_c.video_connector.state_dict()[key], value), key
@@ -170,7 +103,7 @@ def test_init_from_refuses_what_does_not_fit(tmp_path: Path, synthetic_mesc: Pat
 
     path = tmp_path / "x.ckpt"
     torch.save({"state_dict": {"model.video_connector.nope": torch.zeros(1)}}, path)
-    model = _fused(projectors="frozen")
+    model = fused_model(projectors="frozen")
     with pytest.raises(ValueError, match="nope"):
         load_init_from(model, [InitFrom(str(path), components=["video_connector"])])
     with pytest.raises(ValueError, match="holds no tensors of \\['history_compressor'\\]"):
@@ -180,9 +113,9 @@ def test_init_from_refuses_what_does_not_fit(tmp_path: Path, synthetic_mesc: Pat
 
 
 def test_evaluation_writes_predictions_and_metrics(tmp_path: Path, synthetic_mesc: Path) -> None:
-    module = SFTModule(_fused(media=False), optimizer=_sgd, max_new_tokens=8)
-    data = _data(synthetic_mesc, media=False, history_mode="compressor", eval_batch_size=3)
-    trainer = _trainer(tmp_path, steps=1)
+    module = SFTModule(fused_model(media=False), optimizer=sgd, max_new_tokens=8)
+    data = mesc_data(synthetic_mesc, media=False, history_mode="compressor", eval_batch_size=3)
+    trainer = cpu_trainer(tmp_path, steps=1)
     (results,) = trainer.test(module, datamodule=data, verbose=False)
     folder = tmp_path / "test"
     rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
@@ -206,9 +139,9 @@ def test_dfew_trains_and_scores_uar_and_war(tmp_path: Path) -> None:
         vision_tower=VisionTower("tiny:siglip"),
         video_connector=lambda c, d: STCConnector(c, d, depth=1, trainable="frozen"),
     )
-    module = SFTModule(model, optimizer=_sgd, max_new_tokens=6, generate_on_validation=False)
+    module = SFTModule(model, optimizer=sgd, max_new_tokens=6, generate_on_validation=False)
     data = DFEWDataModule(str(root), fold=1, num_frames=2, batch_size=4, limit_samples=4, val_fraction=0.0)
-    trainer = _trainer(tmp_path, steps=1)
+    trainer = cpu_trainer(tmp_path, steps=1)
     trainer.fit(module, datamodule=data)
     (results,) = trainer.test(module, datamodule=data, verbose=False)
     assert {"test/uar", "test/war", "test/recall/Happy", "test/parse_failure_rate"} <= set(results)
@@ -258,18 +191,18 @@ def test_init_from_carries_stage_a_compressor_into_sft_by_value(tmp_path: Path, 
     )
     module_a = CompressorPretrainModule(stage_a, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
     data_a = MESCHistoryDataModule(str(synthetic_mesc), unit="utterance", batch_size=4, limit_samples=8)
-    _trainer(tmp_path / "a", steps=2, enable_checkpointing=True).fit(module_a, datamodule=data_a)
+    cpu_trainer(tmp_path / "a", steps=2, enable_checkpointing=True).fit(module_a, datamodule=data_a)
     (ckpt_a,) = (tmp_path / "a").rglob("*.ckpt")
     trained = {k: v.clone() for k, v in stage_a.history_compressor.state_dict().items()}
 
     # Stage C: a frozen compressor (same structure) starts from A's values; it stays frozen.
-    stage_c = _fused(media=False)
+    stage_c = fused_model(media=False)
     before = {k: v.clone() for k, v in stage_c.history_compressor.state_dict().items()}
     assert any(not torch.equal(before[k], trained[k]) for k in trained)  # not equal by chance
     module_c = SFTModule(
-        stage_c, optimizer=_sgd, init_from=[InitFrom(str(ckpt_a), components=["history_compressor"])]
+        stage_c, optimizer=sgd, init_from=[InitFrom(str(ckpt_a), components=["history_compressor"])]
     )
-    data_c = _data(synthetic_mesc, media=False, history_mode="compressor")
-    _trainer(tmp_path / "c", steps=1).fit(module_c, datamodule=data_c)
+    data_c = mesc_data(synthetic_mesc, media=False, history_mode="compressor")
+    cpu_trainer(tmp_path / "c", steps=1).fit(module_c, datamodule=data_c)
     for key, value in stage_c.history_compressor.state_dict().items():
         assert torch.equal(value, trained[key]), key
