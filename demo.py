@@ -8,7 +8,10 @@
    A compressor pretraining (when its configs exist), B projector alignment, C SFT starting from
    A's compressor and B's projectors, scored on the test split;
 3. trains the same C (same start) once more without the video, the informative modality;
-4. prints the test results of both runs beside the majority-class baseline, and the wall time of
+4. exports C's LLM merged and runs D, GRPO with a new LoRA adapter on it (the paper's reward with
+   tiny stand-ins: similarity by the tiny BGE-M3, trust by a local tiny judge), prints the mean
+   reward of its first and last steps, and scores it on the test split;
+5. prints the test results of the runs beside the majority-class baseline, and the wall time of
    every step.
 
 Every run keeps its results: ``<out>/<run>/.../test/predictions.jsonl`` and ``metrics.json``.
