@@ -78,6 +78,11 @@ class STCConnector(nn.Module):
         odd_frames: What to do when the temporal stride does not divide the number of frames:
             ``repeat_last`` (pad by repeating the last frame), ``drop_last`` (VideoLLaMA2's
             Conv3d behaviour) or ``error``. See the module docstring.
+        output_norm: An RMSNorm (learned per-channel gain, initialised to 1) on every output token, so
+            each token reaches the LLM with root-mean-square 1 whatever the tower's scale. Not in
+            VideoLLaMA2 (default off, and then the state dict is VideoLLaMA2's). The demo turns it on:
+            with a random tiny LLM and a random tower, tokens of one common direction and ~18% class
+            signal are not read within its step budget without it (docs/design/demo.md).
         trainable: ``full`` (trained in projector alignment, stage B) or ``frozen`` ("keeping the
             pre-trained audio-visual projectors [...] frozen" in SFT); a frozen connector also runs in
             eval mode inside a training model. See :mod:`multimood.models.trainable`.
@@ -92,6 +97,7 @@ class STCConnector(nn.Module):
         mlp_depth: int = 2,
         downsample: tuple[int, int, int] = (2, 2, 2),
         odd_frames: OddFrames = "repeat_last",
+        output_norm: bool = False,
         trainable: Trainable = "full",
     ) -> None:
         super().__init__()
@@ -129,6 +135,7 @@ class STCConnector(nn.Module):
         for _ in range(1, mlp_depth):
             readout += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         self.readout = nn.Sequential(*readout)
+        self.output_norm = nn.RMSNorm(out_dim, eps=1e-6) if output_norm else None
         set_requires_grad(self, self.trainable)
 
     @property
@@ -196,7 +203,8 @@ class STCConnector(nn.Module):
         x = x.transpose(1, 2).reshape(b * t2, d, h2, w2)
         x = self.s2(x)
         x = x.reshape(b, t2, d, h2 * w2).permute(0, 1, 3, 2).reshape(b, t2 * h2 * w2, d)  # (B, T'H'W', D)
-        return self.readout(x)
+        x = self.readout(x)
+        return self.output_norm(x) if self.output_norm is not None else x
 
 
 def videollama2_projector_state_dict(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

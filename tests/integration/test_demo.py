@@ -58,11 +58,6 @@ def test_demo_small_prints_the_table_and_writes_results(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="not reached yet: after 16 epochs (~1,000 steps, lr 3e-3, LLM trained fully, video only) "
-    "task 1 is 26.5% against a 20.5% majority class, short of +25 points; docs/design/demo.md",
-    strict=False,
-)
 def test_full_demo_learns_from_the_informative_modality(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     assert demo.main(["--out", str(out)]) == 0

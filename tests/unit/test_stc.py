@@ -139,3 +139,19 @@ def test_bad_inputs_are_clear_errors() -> None:
         stc(_tokens(1, 2, 1, 8))
     with pytest.raises(ValueError, match=r"\(B, T, N, C\)"):
         stc(_tokens(2, 16, 8))
+
+
+def test_output_norm_gives_every_token_unit_rms_and_adds_one_gain() -> None:
+    torch.manual_seed(0)
+    plain = STCConnector(in_dim=8, out_dim=12, hidden_dim=8, depth=1).eval()
+    torch.manual_seed(0)
+    normed = STCConnector(in_dim=8, out_dim=12, hidden_dim=8, depth=1, output_norm=True).eval()
+    assert set(normed.state_dict()) - set(plain.state_dict()) == {"output_norm.weight"}
+    x = _tokens(2, 4, 16, 8)
+    with torch.no_grad():
+        raw, out = plain(x), normed(x)
+        # by hand: each token divided by its root-mean-square over the 12 channels (gain 1 at init)
+        torch.testing.assert_close(out, raw / raw.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt())
+        torch.testing.assert_close(out.pow(2).mean(-1), torch.ones(2, 8), atol=1e-4, rtol=0)
+        normed.output_norm.weight.fill_(3.0)
+        torch.testing.assert_close(normed(x), 3.0 * out)

@@ -156,3 +156,15 @@ def test_a_build_on_a_nonzero_rank_writes_the_weights(
     reference = AutoModel.from_pretrained(resolve(name))
     for (key, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items(), strict=True):
         assert torch.equal(a, b), key
+
+
+def test_tiny_qwen2_initializer_range_sets_the_weight_scale() -> None:
+    # Qwen2's init draws every matrix and the embeddings from N(0, initializer_range); biases are 0.
+    default = AutoModelForCausalLM.from_pretrained(resolve("tiny:qwen2"))
+    wide = AutoModelForCausalLM.from_pretrained(resolve("tiny:qwen2?initializer_range=0.1"))
+    assert default.config.initializer_range == 0.02 and wide.config.initializer_range == 0.1
+    for model, std in ((default, 0.02), (wide, 0.1)):
+        embeddings = model.get_input_embeddings().weight
+        q_proj = model.model.layers[0].self_attn.q_proj.weight
+        for weights in (embeddings, q_proj):
+            assert abs(float(weights.std()) - std) < 0.1 * std, (std, float(weights.std()))
