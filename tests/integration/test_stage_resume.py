@@ -71,3 +71,76 @@ def test_resuming_mid_epoch_gives_the_losses_of_an_uninterrupted_run(
         assert resumed.losses[step] == pytest.approx(straight.losses[step], abs=1e-6), step
     # The losses move: equal numbers are not a constant.
     assert len({round(v, 6) for v in straight.losses.values()}) == len(straight.losses)
+
+
+class GRPORecorder(L.Callback):
+    def __init__(self) -> None:
+        self.losses: dict[int, float] = {}
+        self.rewards: dict[int, float] = {}
+        self.samples: dict[int, list[str]] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses[trainer.global_step] = float(trainer.callback_metrics["train/loss"])
+        self.rewards[trainer.global_step] = float(trainer.callback_metrics["train/reward"])
+        self.samples[trainer.global_step] = list(batch["sample_ids"])
+
+
+def _grpo_run(root: Path, data_dir: Path, max_steps: int, ckpt_path: str | None = None) -> GRPORecorder:
+    from lit_modules import GRPOModule
+    from multimood.rewards.base import RewardOutput
+    from multimood.rewards.combine import CombinedReward
+    from multimood.rl.rollout import TransformersRollout
+
+    class Length:
+        name = "length"
+
+        def __call__(self, completions, references):
+            return RewardOutput(
+                torch.tensor([len(c) / 100 for c in completions]), torch.ones(len(completions))
+            )
+
+    L.seed_everything(0)
+    llm = LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8, lora_dropout=0.3)
+    module = GRPOModule(
+        MultiMoodModel(llm),
+        CombinedReward({"length": Length()}),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=5e-3),
+        rollout=TransformersRollout(max_new_tokens=6),
+        num_generations=2,
+        beta=0.5,
+        warmup_ratio=0.2,
+        lr_schedule="cosine",
+    )
+    data = MESCDataModule(str(data_dir), history_mode="text", batch_size=2, limit_samples=8, seed=3)
+    recorder = GRPORecorder()
+    checkpoints = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    trainer = L.Trainer(
+        default_root_dir=root,
+        max_steps=max_steps,
+        accelerator="cpu",
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder, checkpoints],
+        deterministic=True,
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    return recorder
+
+
+def test_resuming_grpo_mid_epoch_gives_the_same_rollouts_and_losses(
+    tmp_path: Path, synthetic_mesc: Path
+) -> None:
+    # Sampled completions, rewards and LoRA dropout all depend on the restored random state.
+    straight = _grpo_run(tmp_path / "straight", synthetic_mesc, max_steps=6)
+    assert sorted(straight.losses) == list(range(1, 7))
+    stop = tmp_path / "straight" / "ckpt" / "epoch=0-step=3.ckpt"
+    assert stop.is_file(), sorted(p.name for p in (tmp_path / "straight" / "ckpt").iterdir())
+    resumed = _grpo_run(tmp_path / "resumed", synthetic_mesc, max_steps=6, ckpt_path=str(stop))
+    assert sorted(resumed.losses) == list(range(4, 7))
+    for step in range(4, 7):
+        assert resumed.samples[step] == straight.samples[step], step
+        assert resumed.rewards[step] == pytest.approx(straight.rewards[step], abs=1e-6), step
+        assert resumed.losses[step] == pytest.approx(straight.losses[step], abs=1e-6), step
+    assert len({round(v, 6) for v in straight.rewards.values()}) > 1  # the rollouts differ by step
