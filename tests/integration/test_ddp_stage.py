@@ -96,6 +96,49 @@ def test_sft_trains_under_ddp_without_unused_parameter_detection(
     assert moved == set(before)  # the spawned ranks' weights came back, all of them trained
 
 
+class LengthReward:
+    """A reward with a spread (module level: the spawned ranks unpickle it)."""
+
+    name = "length"
+
+    def __call__(self, completions, references):
+        from multimood.rewards.base import RewardOutput
+
+        return RewardOutput(torch.tensor([len(c) / 100 for c in completions]), torch.ones(len(completions)))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_grpo_trains_under_ddp(tmp_path: Path, synthetic_mesc: Path) -> None:
+    # Manual optimisation under DDP: every rank samples, rewards and steps on its own prompts; the
+    # adapter's gradients are averaged, so the ranks' weights stay equal and all of them train.
+    from lit_modules import GRPOModule
+    from multimood.rewards.combine import CombinedReward
+    from multimood.rl.rollout import TransformersRollout
+
+    torch.manual_seed(0)
+    model = MultiMoodModel(
+        LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8),
+        history_compressor=lambda d: MambaHistoryCompressor(
+            d, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="frozen"
+        ),
+    )
+    module = GRPOModule(
+        model,
+        CombinedReward({"length": LengthReward()}),
+        optimizer=_sgd,
+        rollout=TransformersRollout(max_new_tokens=6),
+        num_generations=2,
+        beta=0.5,
+    )
+    before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    _trainer(tmp_path, devices=2, max_steps=2, limit_val_batches=0).fit(
+        module, datamodule=_data(synthetic_mesc)
+    )
+    after = dict(module.named_parameters())
+    moved = {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
+    assert moved and all("lora_" in n for n in moved)
+
+
 def test_the_fsdp_trainer_config_builds_its_strategy() -> None:
     # FSDP needs CUDA (Lightning refuses it on CPU), so here the config's strategy is built alone.
     import yaml
