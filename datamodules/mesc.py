@@ -148,6 +148,10 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
         super().__init__()
         if target not in ("answer", "descriptions"):
             raise ValueError(f"data.init_args.target must be 'answer' or 'descriptions', got {target!r}")
+        if target == "descriptions" and clips_dir is None:
+            raise ValueError(
+                "data.init_args.target='descriptions' teaches what the clips show: set data.init_args.clips_dir"
+            )
         if rationale and target != "answer":
             raise ValueError(
                 "data.init_args.rationale asks the answer prompt for a rationale; it needs target: answer"

@@ -409,3 +409,5 @@ def test_descriptions_target_leaves_out_and_counts_undescribed_samples(synthetic
     assert [s.sample_id for s in dataset.samples] == [stripped[i].sample_id for i in (0, 2, 4)]
     with pytest.raises(ValueError, match="target must be"):
         MESCDataset(stripped, encoder, history_mode="none", target="caption")
+    with pytest.raises(ValueError, match="clips_dir"):  # a description with no media to read it from
+        MESCDataModule(str(synthetic_mesc), tokenizer="tiny:qwen2", target="descriptions")
