@@ -148,10 +148,6 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
         super().__init__()
         if target not in ("answer", "descriptions"):
             raise ValueError(f"data.init_args.target must be 'answer' or 'descriptions', got {target!r}")
-        if target == "descriptions" and clips_dir is None:
-            raise ValueError(
-                "data.init_args.target='descriptions' teaches what the clips show: set data.init_args.clips_dir"
-            )
         if rationale and target != "answer":
             raise ValueError(
                 "data.init_args.rationale asks the answer prompt for a rationale; it needs target: answer"
@@ -163,6 +159,10 @@ class MESCDataModule(ModelConnectedMixin, MultiModalDataModule):
             problem_situation,
             allow_eval_only_context and target == "answer",
         )
+        if target == "descriptions" and clips_dir is None:
+            raise ValueError(
+                "data.init_args.target='descriptions' teaches what the clips show: set data.init_args.clips_dir"
+            )
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.clips_dir = resolve_data_path(data_dir, clips_dir)
