@@ -144,3 +144,58 @@ def test_resuming_grpo_mid_epoch_gives_the_same_rollouts_and_losses(
         assert resumed.rewards[step] == pytest.approx(straight.rewards[step], abs=1e-6), step
         assert resumed.losses[step] == pytest.approx(straight.losses[step], abs=1e-6), step
     assert len({round(v, 6) for v in straight.rewards.values()}) > 1  # the rollouts differ by step
+
+
+def _ppo_run(root: Path, data_dir: Path, max_steps: int, ckpt_path: str | None = None) -> GRPORecorder:
+    from lit_modules import PPOModule
+    from multimood.rewards.base import RewardOutput
+
+    class Length:
+        name = "length"
+
+        def __call__(self, completions, references):
+            return RewardOutput(
+                torch.tensor([len(c) / 100 for c in completions]), torch.ones(len(completions))
+            )
+
+    L.seed_everything(0)
+    llm = LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8, lora_dropout=0.3)
+    module = PPOModule(
+        MultiMoodModel(llm),
+        reward=Length(),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=5e-3),
+        max_new_tokens=6,
+        ppo_epochs=2,
+    )
+    data = MESCDataModule(str(data_dir), history_mode="text", batch_size=2, limit_samples=8, seed=3)
+    recorder = GRPORecorder()
+    # Two PPO updates per batch: a checkpoint every 4 optimizer steps is one every 2 batches.
+    checkpoints = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    trainer = L.Trainer(
+        default_root_dir=root,
+        max_steps=max_steps,
+        accelerator="cpu",
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder, checkpoints],
+        deterministic=True,
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    return recorder
+
+
+def test_resuming_ppo_mid_epoch_gives_the_same_rollouts_and_losses(
+    tmp_path: Path, synthetic_mesc: Path
+) -> None:
+    straight = _ppo_run(tmp_path / "straight", synthetic_mesc, max_steps=8)
+    assert sorted(straight.losses) == [2, 4, 6, 8]
+    stop = tmp_path / "straight" / "ckpt" / "epoch=0-step=4.ckpt"
+    assert stop.is_file(), sorted(p.name for p in (tmp_path / "straight" / "ckpt").iterdir())
+    resumed = _ppo_run(tmp_path / "resumed", synthetic_mesc, max_steps=8, ckpt_path=str(stop))
+    assert sorted(resumed.losses) == [6, 8]
+    for step in (6, 8):
+        assert resumed.samples[step] == straight.samples[step], step
+        assert resumed.rewards[step] == pytest.approx(straight.rewards[step], abs=1e-6), step
+        assert resumed.losses[step] == pytest.approx(straight.losses[step], abs=1e-6), step
