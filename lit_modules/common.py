@@ -281,13 +281,17 @@ def load_stage_checkpoint(module: nn.Module, checkpoint: dict[str, Any]) -> None
     restore_rng_states(checkpoint)
 
 
-def warmup_optimizers(module: Any) -> dict[str, Any]:
-    """``configure_optimizers`` with the module's optimizer factory over what trains, stepped by a
-    warmup-then-decay schedule over the whole run (``warmup_ratio``, ``lr_schedule`` hparams)."""
-    optimizer = module.optimizer_factory(trainable_parameters(module.model))
+def warmup_optimizers(
+    module: Any, extra_parameters: Iterable[nn.Parameter] = (), updates_per_batch: int = 1
+) -> dict[str, Any]:
+    """``configure_optimizers`` with the module's optimizer factory over what trains (plus
+    ``extra_parameters``: a head outside the model), stepped by a warmup-then-decay schedule over the
+    whole run (``warmup_ratio``, ``lr_schedule`` hparams); ``updates_per_batch`` optimizer steps per
+    training batch (manual optimisation with several updates per generation batch)."""
+    optimizer = module.optimizer_factory(trainable_parameters(module.model) + list(extra_parameters))
     schedule = warmup_schedule(
         optimizer,
-        module.trainer.estimated_stepping_batches,
+        module.trainer.estimated_stepping_batches * updates_per_batch,
         module.hparams.warmup_ratio,
         module.hparams.lr_schedule,
     )

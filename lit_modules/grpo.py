@@ -40,8 +40,7 @@ from lit_modules.common import (
     save_stage_checkpoint,
     setup_stage,
     store_init_from,
-    trainable_parameters,
-    warmup_schedule,
+    warmup_optimizers,
 )
 from lit_modules.evaluation import AnswerEvaluation
 from multimood.data.answer import parse_answer
@@ -144,10 +143,7 @@ class GRPOModule(L.LightningModule):
         setup_stage(self)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(trainable_parameters(self.model))
-        steps = self.trainer.estimated_stepping_batches * self.hparams.updates_per_generation
-        schedule = warmup_schedule(optimizer, steps, self.hparams.warmup_ratio, self.hparams.lr_schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return warmup_optimizers(self, updates_per_batch=self.hparams.updates_per_generation)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -57,8 +57,7 @@ from lit_modules.common import (
     save_stage_checkpoint,
     setup_stage,
     store_init_from,
-    trainable_parameters,
-    warmup_schedule,
+    warmup_optimizers,
 )
 from lit_modules.evaluation import AnswerEvaluation
 from multimood.models import MultiMoodModel
@@ -201,15 +200,7 @@ class PPOModule(L.LightningModule):
             self._reward_model_loaded = True
 
     def configure_optimizers(self) -> dict[str, Any]:
-        params = trainable_parameters(self.model) + list(self.value_head.parameters())
-        optimizer = self.optimizer_factory(params)
-        schedule = warmup_schedule(
-            optimizer,
-            self.trainer.estimated_stepping_batches,
-            self.hparams.warmup_ratio,
-            self.hparams.lr_schedule,
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return warmup_optimizers(self, extra_parameters=self.value_head.parameters())
 
     # ------------------------------------------------------------------ rewards
     def score(

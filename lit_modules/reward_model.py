@@ -32,8 +32,7 @@ from lit_modules.common import (
     save_stage_checkpoint,
     setup_stage,
     store_init_from,
-    trainable_parameters,
-    warmup_schedule,
+    warmup_optimizers,
 )
 from multimood.models import MultiMoodModel
 from multimood.rl import pairwise_reward_loss
@@ -99,15 +98,7 @@ class RewardModelModule(L.LightningModule):
             self.val_pairs = RewardPairs(self.hparams.val_pairs, split="val")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        params = trainable_parameters(self.model) + list(self.head.parameters())
-        optimizer = self.optimizer_factory(params)
-        schedule = warmup_schedule(
-            optimizer,
-            self.trainer.estimated_stepping_batches,
-            self.hparams.warmup_ratio,
-            self.hparams.lr_schedule,
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return warmup_optimizers(self, extra_parameters=self.head.parameters())
 
     # ------------------------------------------------------------------ scoring
     def pair_scores(
