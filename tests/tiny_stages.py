@@ -3,6 +3,7 @@ and bit-exact parameter snapshots (to assert exactly which parameters a stage mo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -18,6 +19,7 @@ from multimood.models import (
     STCConnector,
     VisionTower,
 )
+from multimood.rewards.base import RewardOutput
 
 
 def bits(tensor: torch.Tensor) -> torch.Tensor:
@@ -94,3 +96,23 @@ def cpu_trainer(root: Path, steps: int, **overrides) -> L.Trainer:
 
 def sgd(params):
     return torch.optim.SGD(params, lr=0.05)
+
+
+class LengthReward:
+    """A cheap reward that varies with the completion (so GRPO groups have a spread): its length in
+    characters over 200, capped at 1. ``missing_every=k`` reports every k-th value missing. Module
+    level, so that spawned DDP ranks can unpickle it; ``calls`` counts the calls."""
+
+    name = "length"
+
+    def __init__(self, missing_every: int = 0) -> None:
+        self.missing_every = missing_every
+        self.calls = 0
+
+    def __call__(self, completions: Sequence[str], references: Sequence[str]) -> RewardOutput:
+        self.calls += 1
+        values = torch.tensor([min(len(c), 200) / 200 for c in completions])
+        present = torch.ones(len(completions), dtype=torch.bool)
+        if self.missing_every:
+            present[:: self.missing_every] = False
+        return RewardOutput(values, present, {"calls": 1.0})

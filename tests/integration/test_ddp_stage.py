@@ -15,6 +15,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from datamodules import MESCDataModule
 from lit_modules import SFTModule
 from multimood.models import LanguageModel, MambaHistoryCompressor, MultiMoodModel
+from tests.tiny_stages import LengthReward
 
 
 def _compressor(llm_hidden: int) -> MambaHistoryCompressor:
@@ -94,17 +95,6 @@ def test_sft_trains_under_ddp_without_unused_parameter_detection(
     after = dict(module.named_parameters())
     moved = {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
     assert moved == set(before)  # the spawned ranks' weights came back, all of them trained
-
-
-class LengthReward:
-    """A reward with a spread (module level: the spawned ranks unpickle it)."""
-
-    name = "length"
-
-    def __call__(self, completions, references):
-        from multimood.rewards.base import RewardOutput
-
-        return RewardOutput(torch.tensor([len(c) / 100 for c in completions]), torch.ones(len(completions)))
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -4,7 +4,6 @@ every documented metric is logged and finite, missing rewards are left out, bad 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -20,31 +19,13 @@ from multimood.rewards.combine import CombinedReward
 from multimood.rewards.format import FormatReward
 from multimood.rewards.similarity import SimilarityReward
 from multimood.rl.rollout import TransformersRollout
-from tests.tiny_stages import changed, fused_model, mesc_data, snapshot
+from tests.tiny_stages import LengthReward, changed, fused_model, mesc_data, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fused(llm: str = "lora", connector: str = "frozen") -> MultiMoodModel:
     return fused_model(llm=llm, projectors=connector, lora_b=llm == "lora")
-
-
-class LengthReward:
-    """Varies with the completion (so groups have a spread); every third completion is missing."""
-
-    name = "length"
-
-    def __init__(self, missing_every: int = 0) -> None:
-        self.missing_every = missing_every
-        self.calls = 0
-
-    def __call__(self, completions: Sequence[str], references: Sequence[str]) -> RewardOutput:
-        self.calls += 1
-        values = torch.tensor([min(len(c), 200) / 200 for c in completions])
-        present = torch.ones(len(completions), dtype=torch.bool)
-        if self.missing_every:
-            present[:: self.missing_every] = False
-        return RewardOutput(values, present, {"calls": 1.0})
 
 
 def test_grpo_trains_the_adapter_only_and_logs_every_metric(tmp_path: Path, synthetic_mesc: Path) -> None:

@@ -5,7 +5,6 @@ where the model writes no rationale, never NaN."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -25,11 +24,11 @@ from multimood.models import (
     STCConnector,
     VisionTower,
 )
-from multimood.rewards.base import RewardOutput
 from multimood.rewards.combine import CombinedReward
 from multimood.rewards.emotion_verifier import EmotionVerifier, train_verifier
 from multimood.rewards.rationale import RationaleReward
 from multimood.rl.rollout import RolloutOutput, TransformersRollout, completion_mask, eos_token_ids
+from tests.tiny_stages import LengthReward
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,16 +41,6 @@ SCRIPT = (
     f"Rationale: {FEAR}\n" + format_answer("joy", "neutral", "Approval", "Good for you."),
     format_answer("fear", "neutral", "Open question", "What happened then?"),
 )
-
-
-class LengthReward:
-    """Always present and varying with the completion, so groups have a spread."""
-
-    name = "length"
-
-    def __call__(self, completions: Sequence[str], references: Sequence[str]) -> RewardOutput:
-        values = torch.tensor([min(len(c), 200) / 200 for c in completions])
-        return RewardOutput(values, torch.ones(len(completions), dtype=torch.bool), {})
 
 
 class RecordingRollout:

@@ -1,5 +1,6 @@
-"""Resume: an SFT run stopped mid-epoch and resumed with ``ckpt_path`` gives the losses of a run
-that never stopped (same batches, same dropout masks, same optimizer and schedule state)."""
+"""Resume: a run stopped mid-epoch and resumed with ``ckpt_path`` gives the losses of a run that
+never stopped (same batches, same dropout masks, same optimizer and schedule state): SFT, and the RL
+stages, whose sampled rollouts and rewards depend on the restored random state too."""
 
 from __future__ import annotations
 
@@ -11,34 +12,51 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules import MESCDataModule
-from lit_modules import SFTModule
+from lit_modules import GRPOModule, PPOModule, SFTModule
 from multimood.models import LanguageModel, MultiMoodModel
+from multimood.rewards.combine import CombinedReward
+from multimood.rl.rollout import TransformersRollout
+from tests.tiny_stages import LengthReward
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class LossRecorder(L.Callback):
+class Recorder(L.Callback):
+    """Per optimizer step at the end of each batch: the loss, the reward (RL stages), the samples."""
+
     def __init__(self) -> None:
         self.losses: dict[int, float] = {}
+        self.rewards: dict[int, float] = {}
         self.samples: dict[int, list[str]] = {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses[trainer.global_step] = float(outputs["loss"])
+        # Manual optimisation (the RL stages) returns nothing: read what the step logged.
+        loss = outputs["loss"] if outputs else trainer.callback_metrics["train/loss"]
+        self.losses[trainer.global_step] = float(loss)
+        if "train/reward" in trainer.callback_metrics:
+            self.rewards[trainer.global_step] = float(trainer.callback_metrics["train/reward"])
         self.samples[trainer.global_step] = list(batch["sample_ids"])
 
 
-def _run(root: Path, data_dir: Path, max_steps: int, ckpt_path: str | None = None) -> LossRecorder:
-    L.seed_everything(0)
+def _lora_llm() -> MultiMoodModel:
     # LoRA dropout on: a resumed run must also restore the random state.
     llm = LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8, lora_dropout=0.3)
-    module = SFTModule(
-        MultiMoodModel(llm),
-        optimizer=lambda params: torch.optim.AdamW(params, lr=5e-3),
-        warmup_ratio=0.2,
-    )
+    return MultiMoodModel(llm)
+
+
+def _fit(
+    module: L.LightningModule,
+    root: Path,
+    data_dir: Path,
+    max_steps: int,
+    ckpt_path: str | None,
+    every_n_train_steps: int = 3,
+) -> Recorder:
     data = MESCDataModule(str(data_dir), history_mode="text", batch_size=2, limit_samples=8, seed=3)
-    recorder = LossRecorder()
-    checkpoints = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    recorder = Recorder()
+    checkpoints = ModelCheckpoint(
+        dirpath=root / "ckpt", every_n_train_steps=every_n_train_steps, save_top_k=-1
+    )
     trainer = L.Trainer(
         default_root_dir=root,
         max_steps=max_steps,
@@ -52,6 +70,16 @@ def _run(root: Path, data_dir: Path, max_steps: int, ckpt_path: str | None = Non
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return recorder
+
+
+def _adamw(params):
+    return torch.optim.AdamW(params, lr=5e-3)
+
+
+def _run(root: Path, data_dir: Path, max_steps: int, ckpt_path: str | None = None) -> Recorder:
+    L.seed_everything(0)
+    module = SFTModule(_lora_llm(), optimizer=_adamw, warmup_ratio=0.2)
+    return _fit(module, root, data_dir, max_steps, ckpt_path)
 
 
 def test_resuming_mid_epoch_gives_the_losses_of_an_uninterrupted_run(
@@ -73,60 +101,19 @@ def test_resuming_mid_epoch_gives_the_losses_of_an_uninterrupted_run(
     assert len({round(v, 6) for v in straight.losses.values()}) == len(straight.losses)
 
 
-class GRPORecorder(L.Callback):
-    def __init__(self) -> None:
-        self.losses: dict[int, float] = {}
-        self.rewards: dict[int, float] = {}
-        self.samples: dict[int, list[str]] = {}
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses[trainer.global_step] = float(trainer.callback_metrics["train/loss"])
-        self.rewards[trainer.global_step] = float(trainer.callback_metrics["train/reward"])
-        self.samples[trainer.global_step] = list(batch["sample_ids"])
-
-
-def _grpo_run(root: Path, data_dir: Path, max_steps: int, ckpt_path: str | None = None) -> GRPORecorder:
-    from lit_modules import GRPOModule
-    from multimood.rewards.base import RewardOutput
-    from multimood.rewards.combine import CombinedReward
-    from multimood.rl.rollout import TransformersRollout
-
-    class Length:
-        name = "length"
-
-        def __call__(self, completions, references):
-            return RewardOutput(
-                torch.tensor([len(c) / 100 for c in completions]), torch.ones(len(completions))
-            )
-
+def _grpo_run(root: Path, data_dir: Path, max_steps: int, ckpt_path: str | None = None) -> Recorder:
     L.seed_everything(0)
-    llm = LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8, lora_dropout=0.3)
     module = GRPOModule(
-        MultiMoodModel(llm),
-        CombinedReward({"length": Length()}),
-        optimizer=lambda params: torch.optim.AdamW(params, lr=5e-3),
+        _lora_llm(),
+        CombinedReward({"length": LengthReward()}),
+        optimizer=_adamw,
         rollout=TransformersRollout(max_new_tokens=6),
         num_generations=2,
         beta=0.5,
         warmup_ratio=0.2,
         lr_schedule="cosine",
     )
-    data = MESCDataModule(str(data_dir), history_mode="text", batch_size=2, limit_samples=8, seed=3)
-    recorder = GRPORecorder()
-    checkpoints = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=3, save_top_k=-1)
-    trainer = L.Trainer(
-        default_root_dir=root,
-        max_steps=max_steps,
-        accelerator="cpu",
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder, checkpoints],
-        deterministic=True,
-    )
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    return recorder
+    return _fit(module, root, data_dir, max_steps, ckpt_path)
 
 
 def test_resuming_grpo_mid_epoch_gives_the_same_rollouts_and_losses(
@@ -146,44 +133,11 @@ def test_resuming_grpo_mid_epoch_gives_the_same_rollouts_and_losses(
     assert len({round(v, 6) for v in straight.rewards.values()}) > 1  # the rollouts differ by step
 
 
-def _ppo_run(root: Path, data_dir: Path, max_steps: int, ckpt_path: str | None = None) -> GRPORecorder:
-    from lit_modules import PPOModule
-    from multimood.rewards.base import RewardOutput
-
-    class Length:
-        name = "length"
-
-        def __call__(self, completions, references):
-            return RewardOutput(
-                torch.tensor([len(c) / 100 for c in completions]), torch.ones(len(completions))
-            )
-
+def _ppo_run(root: Path, data_dir: Path, max_steps: int, ckpt_path: str | None = None) -> Recorder:
     L.seed_everything(0)
-    llm = LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8, lora_dropout=0.3)
-    module = PPOModule(
-        MultiMoodModel(llm),
-        reward=Length(),
-        optimizer=lambda params: torch.optim.AdamW(params, lr=5e-3),
-        max_new_tokens=6,
-        ppo_epochs=2,
-    )
-    data = MESCDataModule(str(data_dir), history_mode="text", batch_size=2, limit_samples=8, seed=3)
-    recorder = GRPORecorder()
+    module = PPOModule(_lora_llm(), reward=LengthReward(), optimizer=_adamw, max_new_tokens=6, ppo_epochs=2)
     # Two PPO updates per batch: a checkpoint every 4 optimizer steps is one every 2 batches.
-    checkpoints = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=4, save_top_k=-1)
-    trainer = L.Trainer(
-        default_root_dir=root,
-        max_steps=max_steps,
-        accelerator="cpu",
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder, checkpoints],
-        deterministic=True,
-    )
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    return recorder
+    return _fit(module, root, data_dir, max_steps, ckpt_path, every_n_train_steps=4)
 
 
 def test_resuming_ppo_mid_epoch_gives_the_same_rollouts_and_losses(
