@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -19,7 +18,7 @@ from multimood.rewards.combine import CombinedReward
 from multimood.rewards.format import FormatReward
 from multimood.rewards.similarity import SimilarityReward
 from multimood.rl.rollout import TransformersRollout
-from tests.tiny_stages import LengthReward, changed, fused_model, mesc_data, snapshot
+from tests.tiny_stages import LengthReward, changed, cpu_trainer, fused_model, mesc_data, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,17 +44,7 @@ def test_grpo_trains_the_adapter_only_and_logs_every_metric(tmp_path: Path, synt
         beta=0.1,
         updates_per_generation=2,
     )
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_steps=4,  # 2 batches x 2 updates
-        accelerator="cpu",
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        deterministic=True,
-    )
+    trainer = cpu_trainer(tmp_path, steps=4)  # 2 batches x 2 updates
     trainer.fit(module, datamodule=mesc_data(synthetic_mesc))
     assert length.calls == 2  # one reward call per generation batch, all completions at once
     moved = changed(before, model)
@@ -106,16 +95,7 @@ def test_a_group_without_rewards_moves_nothing(tmp_path: Path, synthetic_mesc: P
         num_generations=2,
         beta=0.5,
     )
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_steps=1,
-        accelerator="cpu",
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
+    trainer = cpu_trainer(tmp_path, steps=1)
     trainer.fit(module, datamodule=mesc_data(synthetic_mesc))
     # Every reward missing: no advantage, every completion out of the loss (not scored 0): the
     # loss is exactly 0 and nothing moves.

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -28,7 +27,7 @@ from multimood.rewards.combine import CombinedReward
 from multimood.rewards.emotion_verifier import EmotionVerifier, train_verifier
 from multimood.rewards.rationale import RationaleReward
 from multimood.rl.rollout import RolloutOutput, TransformersRollout, completion_mask, eos_token_ids
-from tests.tiny_stages import LengthReward
+from tests.tiny_stages import LengthReward, cpu_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -114,16 +113,7 @@ def _run(
         seed=1,
         rationale=True,
     )
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_steps=1,
-        accelerator="cpu",
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
+    trainer = cpu_trainer(tmp_path, steps=1)
     trainer.fit(module, datamodule=data)
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert not [k for k, v in logged.items() if not math.isfinite(v)]
