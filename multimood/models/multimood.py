@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from multimood.constants import AUDIO_TOKEN, HISTORY_TOKEN, IGNORE_INDEX, PLACEHOLDER_TOKENS, VIDEO_TOKEN
@@ -477,27 +478,33 @@ class MultiMoodModel(nn.Module):
     def forward(self, batch: Mapping[str, Any], all_logits: bool = False) -> Any:
         """Teacher-forced pass; ``.loss`` is the cross-entropy over the supervised (answer) tokens.
 
-        With labels, logits are computed only from the position before the earliest supervised
-        token of the batch onwards (transformers' ``logits_to_keep``), and the labels are cut the
-        same way: the loss is the same, but the prompt's positions never reach the LM head (with a
-        152k vocabulary, a 4k-token prompt's logits alone would take 2.5 GB in float32).
-        ``all_logits=True`` keeps every position's logits.
+        With labels, the LM head runs only at the positions that predict a supervised token
+        (transformers' boolean ``logits_to_keep``): ``.logits`` is then ``(N, vocab)``, one row per
+        supervised token of the batch in row-major order, and ``.loss`` their mean cross-entropy
+        (float32), the value transformers computes from every position's logits. Neither the
+        prompt's positions nor a short sample's right padding reach the LM head: with a 152k
+        vocabulary, a 4k-token prompt's logits alone would take 2.5 GB in float32, and in a batch
+        of unequal lengths a window "from the first answer token on" is mostly other samples'
+        prompts. ``all_logits=True`` keeps every position's logits, ``(B, S, vocab)``, and
+        transformers' own loss.
         """
         inputs = self.prepare_inputs(batch, padding_side="right")
-        labels, keep = inputs.labels, {}
-        if labels is not None and not all_logits:
-            supervised = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-            if len(supervised):
-                # logits at position p - 1 predict the label at p: keep from there on
-                window = labels.shape[1] - max(int(supervised[0]) - 1, 0)
-                labels, keep = labels[:, -window:], {"logits_to_keep": window}
-        return self.llm(
-            inputs_embeds=inputs.inputs_embeds,
-            attention_mask=inputs.attention_mask,
-            position_ids=inputs.position_ids,
-            labels=labels,
-            **keep,
-        )
+        common = {
+            "inputs_embeds": inputs.inputs_embeds,
+            "attention_mask": inputs.attention_mask,
+            "position_ids": inputs.position_ids,
+        }
+        labels = inputs.labels
+        if labels is None or all_logits:
+            return self.llm(**common, labels=labels)
+        targets = labels[:, 1:]
+        supervised = targets != IGNORE_INDEX  # position p predicts the label at p + 1
+        if not bool(supervised.any()):  # nothing to learn: transformers' answer (a NaN mean)
+            return self.llm(**common, labels=labels)
+        keep = F.pad(supervised, (0, 1), value=False)
+        out = self.llm(**common, logits_to_keep=keep)
+        out["loss"] = F.cross_entropy(out.logits.float(), targets[supervised])
+        return out
 
     @torch.no_grad()
     def generate(self, batch: Mapping[str, Any], **generate_kwargs: Any) -> list[str]:

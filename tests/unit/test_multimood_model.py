@@ -540,7 +540,7 @@ def test_components_must_come_in_pairs() -> None:
         MultiMoodModel(llm, audio_projector=functools.partial(AudioProjector, kind="linear"))
 
 
-def test_the_loss_with_logits_only_from_the_answer_on_equals_the_full_loss() -> None:
+def test_the_loss_from_logits_at_supervised_positions_only_equals_the_full_loss() -> None:
     from multimood.models import LanguageModel, MultiMoodModel
 
     torch.manual_seed(0)
@@ -558,5 +558,9 @@ def test_the_loss_with_logits_only_from_the_answer_on_equals_the_full_loss() -> 
         labels[b, len(row) - 3 : len(row)] = torch.tensor(row[-3:])  # the last three tokens supervised
     batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
     cut, full = model(batch), model(batch, all_logits=True)
-    assert cut.logits.shape[1] < full.logits.shape[1]  # the prompt's positions were skipped
+    # one row per supervised token: neither prompt positions nor the short row's padding
+    assert cut.logits.shape == (6, full.logits.shape[-1])
     assert torch.allclose(cut.loss, full.loss, atol=1e-6), (cut.loss, full.loss)
+    # the rows are the logits of the positions before each supervised token, in row-major order
+    before = torch.cat([full.logits[b, len(row) - 4 : len(row) - 1] for b, row in enumerate(rows)])
+    assert torch.allclose(cut.logits, before, atol=1e-5)
