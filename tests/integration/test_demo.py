@@ -1,8 +1,9 @@
 """The demo (``make demo``): every stage through fit.py's main, the comparison table, the result files.
 
 The quick test runs the demo on a few samples (the plumbing); the slow one runs the full demo and
-checks the learning claim it prints: task-1 accuracy well above the majority class with the
-informative modality (video), and close to it without.
+checks the learning claims it prints: task-1 accuracy well above the majority class with the
+informative modality (video), and close to it without; GRPO's reward rising while the test accuracy
+stays near C's.
 """
 
 from __future__ import annotations
@@ -69,3 +70,6 @@ def test_full_demo_learns_from_the_informative_modality(tmp_path: Path) -> None:
     assert with_video >= chance + 0.25, (with_video, chance)
     assert without <= chance + 0.15, (without, chance)
     assert with_video - without >= 0.2, (with_video, without)
+    grpo = results["runs"]["C+D (GRPO)"]
+    assert grpo["grpo/reward_last"] >= grpo["grpo/reward_first"] + 0.03, grpo
+    assert grpo["client_emotion/accuracy"] >= with_video - 0.1, (grpo, with_video)
