@@ -238,10 +238,25 @@ class PPOModule(L.LightningModule):
         # Counts are summed over the epoch (train/missing_rewards: completions that left the loss).
         self.log("train/missing_rewards", float(missing), on_step=False, on_epoch=True, reduce_fx="sum")
         self.log("train/completion_length", mask.sum(dim=1).float().mean(), batch_size=size)
-        if not present.any():
-            log.warning("PPO step %d: every reward is missing; no update", self.global_step)
+        # Under DDP every rank takes the same backward passes and optimizer steps (gradients are
+        # averaged across ranks inside backward): a rank without a single reward joins them with
+        # every completion masked out of the loss, contributing zero gradients, instead of skipping.
+        join_only = not present.any()
+        if join_only and self.trainer.world_size == 1:
+            log.warning(
+                "PPO batch %d (optimizer step %d): every reward is missing; no update",
+                batch_idx,
+                self.global_step,
+            )
             self._step_scheduler()
             return
+        if join_only:
+            log.warning(
+                "PPO batch %d, rank %d: every reward is missing; this rank adds zero gradients to the update",
+                batch_idx,
+                self.global_rank,
+            )
+            present = torch.ones_like(present)
         # Completions without a reward leave the step (their rows are dropped, not scored 0).
         keep = present.nonzero().flatten()
         ids, mask = ids[keep], mask[keep]
@@ -261,6 +276,7 @@ class PPOModule(L.LightningModule):
             if hp.whiten_advantages and int(mask.sum()) >= 2:
                 advantages = whiten(advantages, mask)
 
+        loss_mask = torch.zeros_like(mask) if join_only else mask
         optimizer = self.optimizers()
         params = [p for group in optimizer.param_groups for p in group["params"]]
         totals: dict[str, float] = {}
@@ -271,8 +287,8 @@ class PPOModule(L.LightningModule):
                     policy, prompt_ids, prompt_mask, blocks, ids, hp.temperature
                 )
                 values = self._values(hidden)
-            pg_loss, pg_stats = ppo_policy_loss(logps, old_logps, advantages, mask, hp.clip)
-            vf_loss, vf_stats = value_loss(values, old_values, returns, mask, hp.clip)
+            pg_loss, pg_stats = ppo_policy_loss(logps, old_logps, advantages, loss_mask, hp.clip)
+            vf_loss, vf_stats = value_loss(values, old_values, returns, loss_mask, hp.clip)
             loss = pg_loss + hp.vf_coef * vf_loss
             optimizer.zero_grad()
             self.manual_backward(loss)
@@ -291,6 +307,8 @@ class PPOModule(L.LightningModule):
             }.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) / hp.ppo_epochs
         self._step_scheduler()
+        if join_only:  # nothing of this batch to report but the missing count logged above
+            return
 
         kept = len(keep)
         maskf = mask.float()

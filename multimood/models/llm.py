@@ -320,6 +320,25 @@ class LanguageModel(nn.Module):
         """The wrapped model's forward (``inputs_embeds``, ``attention_mask``, ``labels``, ...)."""
         return self.model(**kwargs)
 
+    def forward_with_head_input(self, **kwargs: Any) -> tuple[Any, torch.Tensor]:
+        """:meth:`forward`, and the LM head's input: the final (normed) hidden states of the
+        positions whose logits are computed (all, or those ``logits_to_keep`` keeps), (B, S', H).
+
+        Read with a hook on the output embeddings rather than through ``output_hidden_states``:
+        that returns every layer's states, and transformers' capturing hooks do not survive a model
+        pickled into spawned DDP workers (``hidden_states`` comes back None there).
+        """
+        captured: list[torch.Tensor] = []
+        head = self.model.get_output_embeddings()
+        handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+        try:
+            out = self.model(**kwargs)
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError(f"{self.name_or_path}: the LM head was not called in the forward pass")
+        return out, captured[-1]
+
     @property
     def has_adapter(self) -> bool:
         """Whether the LM carries LoRA adapters (``trainable="lora"``)."""

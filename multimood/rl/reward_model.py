@@ -64,14 +64,13 @@ def sequence_scores(
     ids = torch.cat([prompt_ids, completion_ids], dim=1)
     mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)
     spliced = model.splice(ids, mask, blocks, padding_side="left")
-    out = model.llm(
+    _, head_input = model.llm.forward_with_head_input(
         inputs_embeds=spliced.inputs_embeds,
         attention_mask=spliced.attention_mask,
         position_ids=spliced.position_ids,
-        output_hidden_states=True,
         logits_to_keep=1,
     )
-    last = out.hidden_states[-1][:, -1]  # (N, H): left-padded, so the last column is the last token
+    last = head_input[:, -1]  # (N, H): left-padded, so the last column is the last token
     weight = next(head.parameters())
     return head(last.to(weight.dtype)).squeeze(-1).float()
 

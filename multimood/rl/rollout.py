@@ -249,7 +249,7 @@ def completion_logprobs_and_hidden(
     """:func:`completion_logprobs` plus, with ``hidden``, the LM's last hidden states (N, T, H) at
     the positions whose logits score each completion token (position p scores token p + 1): the
     state a value head reads before that token is chosen (PPO's per-token values, as TRL aligns
-    them). The hidden states come from the same pass (``output_hidden_states``), not a second one.
+    them). The hidden states come from the same pass (the LM head's input), not a second one.
     """
     n, length = completion_ids.shape
     placeholders = torch.tensor(sorted(model.token_ids.values()), device=completion_ids.device)
@@ -258,17 +258,18 @@ def completion_logprobs_and_hidden(
     ids = torch.cat([prompt_ids, completion_ids], dim=1)
     mask = torch.cat([prompt_mask, torch.ones_like(completion_ids, dtype=prompt_mask.dtype)], dim=1)
     spliced = model.splice(ids, mask, blocks, padding_side="left")
-    out = model.llm(
-        inputs_embeds=spliced.inputs_embeds,
-        attention_mask=spliced.attention_mask,
-        position_ids=spliced.position_ids,
-        logits_to_keep=length + 1,
-        output_hidden_states=hidden,
-    )
+    inputs = {
+        "inputs_embeds": spliced.inputs_embeds,
+        "attention_mask": spliced.attention_mask,
+        "position_ids": spliced.position_ids,
+        "logits_to_keep": length + 1,
+    }
+    # With ``hidden``: the LM head's input, the final hidden states of exactly the kept positions.
+    out, head_input = model.llm.forward_with_head_input(**inputs) if hidden else (model.llm(**inputs), None)
     logits = out.logits[:, :-1]  # position p predicts token p + 1: the last T + 1 give the T tokens
     if logits.shape[:2] != (n, length):
         raise RuntimeError(
             f"expected logits for {(n, length)} completion tokens, got {tuple(logits.shape[:2])}"
         )
-    states = out.hidden_states[-1][:, -(length + 1) : -1] if hidden else None  # (N, T, H), final norm
+    states = head_input[:, :-1] if hidden else None  # (N, T, H), after the final norm
     return token_logprobs(logits, completion_ids, temperature=temperature), states

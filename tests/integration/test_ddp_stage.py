@@ -164,3 +164,56 @@ def test_sft_trains_and_evaluates_under_fsdp_on_gpus(tmp_path: Path, synthetic_m
         ]
     )  # fmt: skip
     assert list(tmp_path.rglob("test/metrics.json"))
+
+
+class _NoRewardOnRankZero:
+    """Length-free reward 0.5, missing for every completion on rank 0 (a judge down on one node)."""
+
+    name = "rank_one_only"
+
+    def __call__(self, completions, references):
+        from multimood.rewards.base import RewardOutput
+
+        n = len(completions)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        return RewardOutput(torch.full((n,), 0.5), torch.full((n,), rank != 0))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_ppo_trains_under_ddp_when_one_rank_has_no_reward(tmp_path: Path, synthetic_mesc: Path) -> None:
+    # Rank 0 has no reward at all: it must still take part in every backward pass and optimizer
+    # step (zero gradients), or rank 1 would wait for it forever. The collective timeout turns such
+    # a hang into an error.
+    from datetime import timedelta
+
+    from lit_modules import PPOModule
+
+    torch.manual_seed(0)
+    model = MultiMoodModel(
+        LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8),
+        history_compressor=lambda d: MambaHistoryCompressor(
+            d, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="frozen"
+        ),
+    )
+    module = PPOModule(model, reward=_NoRewardOnRankZero(), optimizer=_sgd, max_new_tokens=6, ppo_epochs=2)
+    before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(
+            start_method="spawn", find_unused_parameters=False, timeout=timedelta(seconds=120)
+        ),
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        max_steps=4,  # two batches of two PPO epochs
+        limit_val_batches=0,
+    )
+    trainer.fit(module, datamodule=_data(synthetic_mesc))
+    after = dict(module.named_parameters())
+    moved = {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
+    # rank 0's weights came back: moved by rank 1's averaged gradients
+    assert moved and {n.split(".")[0] for n in moved} == {"model", "value_head"}
+    assert all("lora_" in n for n in moved if n.startswith("model."))

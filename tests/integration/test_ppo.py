@@ -332,3 +332,34 @@ def test_scores_and_values_read_the_right_positions(synthetic_mesc: Path) -> Non
         logits = model.llm.model.get_output_embeddings()(hidden)
         expected = torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None]).squeeze(-1)
         torch.testing.assert_close(logps, expected, atol=1e-5, rtol=1e-5)
+
+
+class _WholeTextSimilarity:
+    """The real BGE-M3 scoring (tiny weights, through FlagEmbedding) on whole completions: the
+    tiny random policy never writes a response that parses, which SimilarityReward would leave
+    missing."""
+
+    name = "similarity"
+
+    def __init__(self) -> None:
+        from multimood.rewards.similarity import SimilarityReward
+
+        self.similarity = SimilarityReward("tiny:bge-m3")  # built before the data, as fit.py does
+
+    def __call__(self, completions, references) -> RewardOutput:
+        combined = self.similarity.scores(list(references), list(completions))["combined"]
+        return RewardOutput(combined.clamp(0, 1).float(), torch.ones(len(completions), dtype=torch.bool))
+
+
+def test_ppo_on_the_bge_m3_similarity_trains_with_finite_rewards(
+    tmp_path: Path, synthetic_mesc: Path
+) -> None:
+    policy = _fused()
+    module = PPOModule(policy, reward=_WholeTextSimilarity(), optimizer=sgd, max_new_tokens=6, ppo_epochs=1)
+    before = snapshot(module)
+    trainer = cpu_trainer(tmp_path, steps=2)
+    trainer.fit(module, datamodule=mesc_data(synthetic_mesc))
+    metrics = _finite_metrics(trainer, _ppo_metrics())
+    assert metrics["train/missing_rewards"] == 0
+    assert 0.0 <= metrics["train/reward"] <= 1.0
+    assert changed(before, module)  # the policy's adapters (and value head) moved

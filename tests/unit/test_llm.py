@@ -238,3 +238,14 @@ def test_auto_dtype_is_the_one_the_checkpoint_config_names(tmp_path: Path) -> No
     (tmp_path / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16"}))
     llm = LanguageModel(str(tmp_path), trainable="frozen")
     assert llm.weights_dtype == torch.bfloat16 and {p.dtype for p in llm.parameters()} == {torch.bfloat16}
+
+
+def test_the_head_input_is_the_last_hidden_state_of_the_kept_positions() -> None:
+    llm = LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        full = llm(input_ids=ids, output_hidden_states=True)
+        out, head_input = llm.forward_with_head_input(input_ids=ids, logits_to_keep=2)
+    assert torch.equal(head_input, full.hidden_states[-1][:, -2:])
+    assert torch.allclose(out.logits, full.logits[:, -2:], atol=1e-6)
+    assert not llm.model.get_output_embeddings()._forward_pre_hooks  # the hook is gone again
