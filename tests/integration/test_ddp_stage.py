@@ -5,6 +5,7 @@ sample scored exactly once."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +22,17 @@ from tests.tiny_stages import LengthReward
 def _compressor(llm_hidden: int) -> MambaHistoryCompressor:
     return MambaHistoryCompressor(
         llm_hidden, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="full"
+    )
+
+
+def _rl_policy() -> MultiMoodModel:
+    """The RL stages' policy: LoRA on the tiny LLM, the compressor frozen."""
+    torch.manual_seed(0)
+    return MultiMoodModel(
+        LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8),
+        history_compressor=lambda d: MambaHistoryCompressor(
+            d, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="frozen"
+        ),
     )
 
 
@@ -41,8 +53,12 @@ def _module() -> SFTModule:
     return SFTModule(model, optimizer=_sgd, max_new_tokens=12)
 
 
-def _trainer(root: Path, devices: int, **overrides) -> L.Trainer:
-    strategy = DDPStrategy(start_method="spawn", find_unused_parameters=False) if devices > 1 else "auto"
+def _trainer(root: Path, devices: int, timeout_s: float | None = None, **overrides) -> L.Trainer:
+    """A CPU trainer; with ``timeout_s`` a collective that waits longer fails instead of hanging."""
+    timeout = {} if timeout_s is None else {"timeout": timedelta(seconds=timeout_s)}
+    strategy = (
+        DDPStrategy(start_method="spawn", find_unused_parameters=False, **timeout) if devices > 1 else "auto"
+    )
     return L.Trainer(
         default_root_dir=root,
         accelerator="cpu",
@@ -105,13 +121,7 @@ def test_grpo_trains_under_ddp(tmp_path: Path, synthetic_mesc: Path) -> None:
     from multimood.rewards.combine import CombinedReward
     from multimood.rl.rollout import TransformersRollout
 
-    torch.manual_seed(0)
-    model = MultiMoodModel(
-        LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8),
-        history_compressor=lambda d: MambaHistoryCompressor(
-            d, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="frozen"
-        ),
-    )
+    model = _rl_policy()
     module = GRPOModule(
         model,
         CombinedReward({"length": LengthReward()}),
@@ -167,7 +177,7 @@ def test_sft_trains_and_evaluates_under_fsdp_on_gpus(tmp_path: Path, synthetic_m
 
 
 class _NoRewardOnRankZero:
-    """Length-free reward 0.5, missing for every completion on rank 0 (a judge down on one node)."""
+    """A constant reward 0.5, missing for every completion on rank 0 (a judge down on one node)."""
 
     name = "rank_one_only"
 
@@ -184,33 +194,13 @@ def test_ppo_trains_under_ddp_when_one_rank_has_no_reward(tmp_path: Path, synthe
     # Rank 0 has no reward at all: it must still take part in every backward pass and optimizer
     # step (zero gradients), or rank 1 would wait for it forever. The collective timeout turns such
     # a hang into an error.
-    from datetime import timedelta
-
     from lit_modules import PPOModule
 
-    torch.manual_seed(0)
-    model = MultiMoodModel(
-        LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8),
-        history_compressor=lambda d: MambaHistoryCompressor(
-            d, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="frozen"
-        ),
-    )
+    model = _rl_policy()
     module = PPOModule(model, reward=_NoRewardOnRankZero(), optimizer=_sgd, max_new_tokens=6, ppo_epochs=2)
     before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        devices=2,
-        strategy=DDPStrategy(
-            start_method="spawn", find_unused_parameters=False, timeout=timedelta(seconds=120)
-        ),
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        max_steps=4,  # two batches of two PPO epochs
-        limit_val_batches=0,
-    )
+    # two batches of two PPO epochs
+    trainer = _trainer(tmp_path, devices=2, timeout_s=120, max_steps=4, limit_val_batches=0)
     trainer.fit(module, datamodule=_data(synthetic_mesc))
     after = dict(module.named_parameters())
     moved = {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
