@@ -34,6 +34,7 @@ import shlex
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,17 +193,21 @@ def _fit(run: Run) -> Run:
     return run
 
 
-def _logged(run: Run, tag: str) -> list[float]:
-    """The values a run logged under ``tag`` (TensorBoard events of its logger folder), step order."""
+def _logged(run: Run, tags: Sequence[str]) -> dict[str, list[float]]:
+    """The values a run logged under each of ``tags`` that it logged (TensorBoard events of its
+    logger folder, read once), in step order."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if run.results is None:
-        return []
+        return {}
     events = EventAccumulator(str(run.results.parent))
     events.Reload()
-    if tag not in events.Tags().get("scalars", []):
-        return []
-    return [event.value for event in sorted(events.Scalars(tag), key=lambda e: e.step)]
+    present = set(events.Tags().get("scalars", []))
+    return {
+        tag: [event.value for event in sorted(events.Scalars(tag), key=lambda e: e.step)]
+        for tag in tags
+        if tag in present
+    }
 
 
 def _compressor_source(checkpoint: Path | None) -> list[dict[str, Any]]:
@@ -456,8 +461,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     times[run_d.name] = run_d.seconds
+    curves = _logged(run_d, list(GRPO_CURVES))
     for tag, label in GRPO_CURVES.items():
-        values = _logged(run_d, tag)
+        values = curves.get(tag)
         if not values:
             continue
         k = max(1, len(values) // 4)
