@@ -16,23 +16,12 @@ from lightning.pytorch.strategies import DDPStrategy
 from datamodules import MESCDataModule
 from lit_modules import SFTModule
 from multimood.models import LanguageModel, MambaHistoryCompressor, MultiMoodModel
-from tests.tiny_stages import LengthReward
+from tests.tiny_stages import LengthReward, fused_model
 
 
 def _compressor(llm_hidden: int) -> MambaHistoryCompressor:
     return MambaHistoryCompressor(
         llm_hidden, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="full"
-    )
-
-
-def _rl_policy() -> MultiMoodModel:
-    """The RL stages' policy: LoRA on the tiny LLM, the compressor frozen."""
-    torch.manual_seed(0)
-    return MultiMoodModel(
-        LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8),
-        history_compressor=lambda d: MambaHistoryCompressor(
-            d, backbone="tiny:mamba", backbone_trainable="frozen", projector_trainable="frozen"
-        ),
     )
 
 
@@ -121,7 +110,7 @@ def test_grpo_trains_under_ddp(tmp_path: Path, synthetic_mesc: Path) -> None:
     from multimood.rewards.combine import CombinedReward
     from multimood.rl.rollout import TransformersRollout
 
-    model = _rl_policy()
+    model = fused_model(media=False)  # LoRA on the tiny LLM, the compressor frozen
     module = GRPOModule(
         model,
         CombinedReward({"length": LengthReward()}),
@@ -196,7 +185,7 @@ def test_ppo_trains_under_ddp_when_one_rank_has_no_reward(tmp_path: Path, synthe
     # a hang into an error.
     from lit_modules import PPOModule
 
-    model = _rl_policy()
+    model = fused_model(media=False)  # LoRA on the tiny LLM, the compressor frozen
     module = PPOModule(model, reward=_NoRewardOnRankZero(), optimizer=_sgd, max_new_tokens=6, ppo_epochs=2)
     before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
     # two batches of two PPO epochs

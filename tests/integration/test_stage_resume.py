@@ -16,7 +16,7 @@ from lit_modules import GRPOModule, PPOModule, SFTModule
 from multimood.models import LanguageModel, MultiMoodModel
 from multimood.rewards.combine import CombinedReward
 from multimood.rl.rollout import TransformersRollout
-from tests.tiny_stages import LengthReward
+from tests.tiny_stages import LengthReward, cpu_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,6 +38,16 @@ class Recorder(L.Callback):
         self.samples[trainer.global_step] = list(batch["sample_ids"])
 
 
+def _assert_resumed_like_straight(resumed: Recorder, straight: Recorder, steps, rewards: bool) -> None:
+    """From the first step after the checkpoint on: the same samples, rewards (``rewards``: the RL
+    stages) and losses as the run that never stopped."""
+    for step in steps:
+        assert resumed.samples[step] == straight.samples[step], step
+        if rewards:
+            assert resumed.rewards[step] == pytest.approx(straight.rewards[step], abs=1e-6), step
+        assert resumed.losses[step] == pytest.approx(straight.losses[step], abs=1e-6), step
+
+
 def _lora_llm() -> MultiMoodModel:
     # LoRA dropout on: a resumed run must also restore the random state.
     llm = LanguageModel("tiny:qwen2", trainable="lora", lora_r=4, lora_alpha=8, lora_dropout=0.3)
@@ -57,17 +67,7 @@ def _fit(
     checkpoints = ModelCheckpoint(
         dirpath=root / "ckpt", every_n_train_steps=every_n_train_steps, save_top_k=-1
     )
-    trainer = L.Trainer(
-        default_root_dir=root,
-        max_steps=max_steps,
-        accelerator="cpu",
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder, checkpoints],
-        deterministic=True,
-    )
+    trainer = cpu_trainer(root, max_steps, callbacks=[recorder, checkpoints], enable_checkpointing=True)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return recorder
 
@@ -94,9 +94,7 @@ def test_resuming_mid_epoch_gives_the_losses_of_an_uninterrupted_run(
 
     resumed = _run(tmp_path / "resumed", synthetic_mesc, max_steps=7, ckpt_path=str(stop))
     assert sorted(resumed.losses) == list(range(4, 8))
-    for step in range(4, 8):
-        assert resumed.samples[step] == straight.samples[step], step
-        assert resumed.losses[step] == pytest.approx(straight.losses[step], abs=1e-6), step
+    _assert_resumed_like_straight(resumed, straight, range(4, 8), rewards=False)
     # The losses move: equal numbers are not a constant.
     assert len({round(v, 6) for v in straight.losses.values()}) == len(straight.losses)
 
@@ -126,10 +124,7 @@ def test_resuming_grpo_mid_epoch_gives_the_same_rollouts_and_losses(
     assert stop.is_file(), sorted(p.name for p in (tmp_path / "straight" / "ckpt").iterdir())
     resumed = _grpo_run(tmp_path / "resumed", synthetic_mesc, max_steps=6, ckpt_path=str(stop))
     assert sorted(resumed.losses) == list(range(4, 7))
-    for step in range(4, 7):
-        assert resumed.samples[step] == straight.samples[step], step
-        assert resumed.rewards[step] == pytest.approx(straight.rewards[step], abs=1e-6), step
-        assert resumed.losses[step] == pytest.approx(straight.losses[step], abs=1e-6), step
+    _assert_resumed_like_straight(resumed, straight, range(4, 7), rewards=True)
     assert len({round(v, 6) for v in straight.rewards.values()}) > 1  # the rollouts differ by step
 
 
@@ -149,7 +144,4 @@ def test_resuming_ppo_mid_epoch_gives_the_same_rollouts_and_losses(
     assert stop.is_file(), sorted(p.name for p in (tmp_path / "straight" / "ckpt").iterdir())
     resumed = _ppo_run(tmp_path / "resumed", synthetic_mesc, max_steps=8, ckpt_path=str(stop))
     assert sorted(resumed.losses) == [6, 8]
-    for step in (6, 8):
-        assert resumed.samples[step] == straight.samples[step], step
-        assert resumed.rewards[step] == pytest.approx(straight.rewards[step], abs=1e-6), step
-        assert resumed.losses[step] == pytest.approx(straight.losses[step], abs=1e-6), step
+    _assert_resumed_like_straight(resumed, straight, (6, 8), rewards=True)
